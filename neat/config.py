@@ -1,0 +1,108 @@
+"""NeatConfig: every size of the NEAT reference model, with the named presets."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+# Token ids: 256 bytes, then the specials, then the image codes.
+N_BYTES = 256
+PAD_ID, BOS_ID, EOS_ID, BOI_ID, EOI_ID = 256, 257, 258, 259, 260
+N_SPECIAL = 5
+FIRST_CODE_ID = N_BYTES + N_SPECIAL
+
+# Value added to a logit or an attention score to rule it out. Finite and fp16-safe (fp16 max 65504),
+# so a row that is masked everywhere stays a uniform softmax instead of NaN.
+NEG = -1.0e4
+
+
+@dataclass(frozen=True)
+class NeatConfig:
+    """Sizes of the NEAT model. Defaults are the `tiny` preset."""
+
+    name: str = "tiny"
+    chunk_len: int = 128            # T: bytes per forward call
+    n_codes: int = 16               # K: visual codebook size (image token ids follow the specials)
+    code_dim: int = 16              # dimension of a code = pixels of one image patch (patch_px**2)
+    patch_px: int = 4               # an image cell is patch_px x patch_px grey pixels
+    image_grid: int = 4             # G: an image is G x G cells, G*G codes between BOI and EOI
+    # BLT entropy model (small causal byte transformer, frozen after its own training stage)
+    ent_dim: int = 64
+    ent_layers: int = 2
+    ent_heads: int = 2
+    entropy_threshold: float = 2.0  # theta in nats; calibrated after the entropy model is trained
+    # BLT patching and local models
+    max_patches: int = 64           # P_max patch slots per chunk (each image token is its own patch)
+    hash_ngrams: tuple[int, ...] = (3, 4)
+    hash_rows: int = 2053           # rows per hash table (prime); int32 rolling hash mod this
+    local_dim: int = 96
+    local_heads: int = 4
+    local_window: int = 32          # local byte attention looks back this many bytes (causal)
+    # latent (global) transformer with Titans memory and Transformer² SVF MLPs
+    global_dim: int = 160
+    global_layers: int = 2
+    global_heads: int = 4
+    mlp_mult: int = 3
+    persistent_tokens: int = 4      # Titans persistent memory: learned tokens prepended to keys/values
+    mem_dim: int = 48               # key/value size of the neural memory
+    mem_hidden: int = 48            # hidden size of the two-layer residual memory M(k) = k + silu(k W1) W2
+    mem_chunk: int = 8              # patch slots per memory update (weights fixed within one)
+    mem_lr_max: float = 1.0         # upper bound of the data-dependent memory learning rate theta_t
+    # Transformer² experts
+    experts: tuple[str, ...] = ("prose", "code", "grid")
+    svf_max_mult: float = 2.0
+    svf_factored: bool = False      # False while the base model trains; True after the SVD build step
+
+    def __post_init__(self) -> None:
+        if self.code_dim != self.patch_px**2:
+            raise ValueError(f"code_dim ({self.code_dim}) must equal patch_px**2 ({self.patch_px**2})")
+        if self.max_patches % self.mem_chunk:
+            raise ValueError(f"max_patches ({self.max_patches}) must be a multiple of mem_chunk ({self.mem_chunk})")
+        if self.local_dim % self.local_heads or self.global_dim % self.global_heads or self.ent_dim % self.ent_heads:
+            raise ValueError("every model width must be divisible by its number of heads")
+
+    @property
+    def vocab_size(self) -> int:
+        return FIRST_CODE_ID + self.n_codes
+
+    @property
+    def n_experts(self) -> int:
+        return len(self.experts)
+
+    @property
+    def image_tokens(self) -> int:
+        return self.image_grid**2
+
+    def replace(self, **changes) -> "NeatConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "NeatConfig":
+        raw = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown config fields {unknown}: this checkpoint is from a newer NEAT")
+        for key, value in raw.items():
+            if isinstance(value, list):
+                raw[key] = tuple(value)
+        return cls(**raw)
+
+
+PRESETS: dict[str, NeatConfig] = {
+    "tiny": NeatConfig(),
+    "small": NeatConfig(
+        name="small", ent_dim=96, ent_layers=2, local_dim=192, local_heads=4,
+        global_dim=384, global_layers=4, global_heads=6, mem_dim=64, mem_hidden=128, hash_rows=8191,
+    ),
+}
+
+
+def preset(name: str) -> NeatConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None

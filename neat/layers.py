@@ -1,0 +1,87 @@
+"""Small building blocks shared by every part of the model: norm, attention, MLP, masks.
+
+Everything here is written with plain matmuls, softmax and elementwise ops so that one
+torch.export capture lowers to ONNX, TensorRT, CoreML and AOTInductor alike.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neat.config import NEG
+
+
+class RMSNorm(nn.Module):
+    """x * rsqrt(mean(x^2) + eps) * w, written out (coremltools 9 fails on nn.RMSNorm)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps)
+
+
+def causal_window_bias(length: int, window: int) -> torch.Tensor:
+    """(T, T) additive bias: query i sees keys i-window < j <= i."""
+    i = torch.arange(length)[:, None]
+    j = torch.arange(length)[None, :]
+    allowed = (j <= i) & (j > i - window)
+    return (~allowed).float() * NEG
+
+
+class Attention(nn.Module):
+    """Multi-head attention with an additive bias; queries and keys/values may come from different inputs."""
+
+    def __init__(self, q_dim: int, kv_dim: int, dim: int, heads: int, out_dim: int | None = None):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.q = nn.Linear(q_dim, dim, bias=False)
+        self.k = nn.Linear(kv_dim, dim, bias=False)
+        self.v = nn.Linear(kv_dim, dim, bias=False)
+        self.o = nn.Linear(dim, out_dim or q_dim, bias=False)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        return x.view(B, N, self.heads, self.head_dim).transpose(1, 2)  # (B, H, N, hd)
+
+    def forward(self, xq: torch.Tensor, xkv: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        # xq (B, Q, q_dim), xkv (B, K, kv_dim), bias broadcastable to (B, H, Q, K)
+        q, k, v = self._split(self.q(xq)), self._split(self.k(xkv)), self._split(self.v(xkv))
+        scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim)) + bias  # (B, H, Q, K)
+        y = torch.softmax(scores, dim=-1) @ v  # (B, H, Q, hd)
+        B, _, Q, _ = y.shape
+        return self.o(y.transpose(1, 2).reshape(B, Q, self.heads * self.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, mult: int):
+        super().__init__()
+        self.up = nn.Linear(dim, dim * mult)
+        self.down = nn.Linear(dim * mult, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.up(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer layer: self-attention under an additive bias, then an MLP."""
+
+    def __init__(self, dim: int, heads: int, mlp_mult: int = 4):
+        super().__init__()
+        self.norm1, self.norm2 = RMSNorm(dim), RMSNorm(dim)
+        self.attn = Attention(dim, dim, dim, heads)
+        self.mlp = MLP(dim, mlp_mult)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.attn(h, h, bias)
+        return x + self.mlp(self.norm2(x))

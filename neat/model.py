@@ -1,0 +1,190 @@
+"""The NEAT reference model: BLT patching around a latent transformer with Titans memory and
+Transformer² SVF MLPs, over a vocabulary of bytes, specials and MVoT image codes.
+
+    forward(tokens, *state) -> (logits, *new_state)
+
+tokens: int32 (B, T) with T = cfg.chunk_len. Everything carried across chunks is explicit state
+(see STATE_NAMES and `state_spec`), so a long input is processed chunk by chunk in constant memory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from neat.blt import EntropyModel, LocalDecoder, LocalEncoder, patch_assignment, patch_starts
+from neat.config import NEG, PAD_ID, NeatConfig
+from neat.layers import Attention, RMSNorm
+from neat.mvot import ModalityMask, VisualCodebook
+from neat.svf import Dispatch, SVFMLP
+from neat.titans import NeuralMemory
+
+STATE_NAMES = ("context", "prev_patch", "dispatch", "modality", "mem_w1", "mem_w2", "mem_s1", "mem_s2")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]  # batch is dimension 0
+    dtype: torch.dtype
+
+
+class LatentLayer(nn.Module):
+    """MAG block: causal attention over patch slots (with persistent tokens) gated with the neural memory,
+    then an SVF-adapted MLP."""
+
+    def __init__(self, cfg: NeatConfig):
+        super().__init__()
+        D = cfg.global_dim
+        self.norm1, self.norm2 = RMSNorm(D), RMSNorm(D)
+        self.persistent = nn.Parameter(torch.randn(cfg.persistent_tokens, D) * 0.02)
+        self.attn = Attention(D, D, D, cfg.global_heads)
+        self.memory = NeuralMemory(cfg)
+        self.gate = nn.Linear(D, D)
+        self.mlp = SVFMLP(cfg)
+
+    def forward(self, x, bias, valid, alpha, w1, w2, s1, s2):
+        # x (B, Pm, D); bias (B, 1, Pm, Np + Pm); valid (B, Pm); alpha (B, Pm, K)
+        h = self.norm1(x)
+        kv = torch.cat([self.persistent.expand(x.shape[0], -1, -1), h], dim=1)  # (B, Np + Pm, D)
+        a = self.attn(h, kv, bias)
+        m, w1, w2, s1, s2 = self.memory(h, valid, w1, w2, s1, s2)
+        g = torch.sigmoid(self.gate(h))
+        x = x + g * a + (1.0 - g) * m
+        x = x + self.mlp(self.norm2(x), alpha)
+        return x, w1, w2, s1, s2
+
+
+class NeatModel(nn.Module):
+    def __init__(self, cfg: NeatConfig):
+        super().__init__()
+        self.cfg = cfg
+        Pm, D = cfg.max_patches, cfg.global_dim
+        self.entropy = EntropyModel(cfg)
+        self.encoder = LocalEncoder(cfg)
+        self.dispatch = Dispatch(cfg)
+        self.slot_pos = nn.Parameter(torch.randn(Pm, D) * 0.02)
+        self.layers = nn.ModuleList(LatentLayer(cfg) for _ in range(cfg.global_layers))
+        self.norm = RMSNorm(D)
+        self.decoder = LocalDecoder(cfg)
+        self.modality = ModalityMask(cfg)
+        self.codebook = VisualCodebook(cfg)
+        i = torch.arange(Pm)
+        causal = torch.cat([torch.zeros(Pm, cfg.persistent_tokens), (i[None, :] > i[:, None]).float() * NEG], 1)
+        self.register_buffer("latent_causal", causal, persistent=False)  # (Pm, Np + Pm)
+
+    # ----- state -------------------------------------------------------------------------------
+    def state_spec(self) -> tuple[TensorSpec, ...]:
+        c = self.cfg
+        L, d, h = c.global_layers, c.mem_dim, c.mem_hidden
+        return (
+            TensorSpec("context", (max(c.hash_ngrams) - 1,), torch.int32),  # last tokens, for hashes
+            TensorSpec("prev_patch", (c.global_dim,), torch.float32),  # global output of the last patch
+            TensorSpec("dispatch", (c.global_dim + 1,), torch.float32),  # running sum and count
+            TensorSpec("modality", (2,), torch.float32),  # inside an image, codes so far
+            TensorSpec("mem_w1", (L, d, h), torch.float32),
+            TensorSpec("mem_w2", (L, h, d), torch.float32),
+            TensorSpec("mem_s1", (L, d, h), torch.float32),
+            TensorSpec("mem_s2", (L, h, d), torch.float32),
+        )
+
+    def init_state(self, batch: int) -> tuple[torch.Tensor, ...]:
+        """The state before the first chunk of every sequence."""
+        dev = self.slot_pos.device
+        spec = {s.name: s for s in self.state_spec()}
+
+        def zeros(name: str) -> torch.Tensor:
+            return torch.zeros((batch, *spec[name].shape), dtype=spec[name].dtype, device=dev)
+
+        w1 = torch.stack([layer.memory.w1_init for layer in self.layers])  # (L, d, h)
+        w2 = torch.stack([layer.memory.w2_init for layer in self.layers])
+        return (
+            torch.full((batch, *spec["context"].shape), PAD_ID, dtype=torch.int32, device=dev),
+            zeros("prev_patch"),
+            zeros("dispatch"),
+            zeros("modality"),
+            w1.detach().expand(batch, -1, -1, -1).clone(),
+            w2.detach().expand(batch, -1, -1, -1).clone(),
+            zeros("mem_s1"),
+            zeros("mem_s2"),
+        )
+
+    # ----- forward -----------------------------------------------------------------------------
+    def forward(self, tokens: torch.Tensor, *state: torch.Tensor, alpha: torch.Tensor | None = None):
+        """tokens int32 (B, T), *state as in STATE_NAMES -> (logits (B, T, V), *new_state).
+
+        alpha (B, K), optional: a caller-given expert mix that replaces the dispatch pass's own.
+        """
+        out = self.forward_detailed(tokens, state, alpha)
+        return (out["logits"], *out["state"])
+
+    def forward_detailed(self, tokens, state, alpha=None) -> dict:
+        cfg = self.cfg
+        context, prev_patch, disp_state, mod_state, w1, w2, s1, s2 = state
+        # BLT patching: entropy of the frozen entropy model -> boundaries -> one-hot assignment
+        ent_logits = self.entropy(tokens)  # (B, T, V)
+        b = patch_starts(ent_logits, tokens, context[:, -1:], cfg.entropy_threshold)  # (B, T)
+        P, pid = patch_assignment(b, cfg.max_patches)  # (B, T, Pm), (B, T)
+        valid = (P.sum(1) > 0).float()  # (B, Pm) patch_mask
+        x, patches, new_context = self.encoder(tokens, context, P)  # (B, T, d), (B, Pm, D)
+
+        # Transformer² pass 1: dispatch -> expert mix per patch slot
+        disp_logits, new_disp = self.dispatch(patches, valid, disp_state)  # (B, Pm, K)
+        mix = torch.softmax(disp_logits, dim=-1) if alpha is None else alpha[:, None, :].expand_as(disp_logits)
+
+        # latent transformer over patch slots with Titans memory (pass 2 uses the mix)
+        key_ok = torch.cat([torch.ones_like(valid[:, :1]).expand(-1, cfg.persistent_tokens), valid], 1)
+        bias = (self.latent_causal + (1.0 - key_ok[:, None, :]) * NEG)[:, None]  # (B, 1, Pm, Np + Pm)
+        h = patches + self.slot_pos
+        new_mem = []
+        for i, layer in enumerate(self.layers):
+            h, *mem = layer(h, bias, valid, mix, w1[:, i], w2[:, i], s1[:, i], s2[:, i])
+            new_mem.append(mem)
+        h = self.norm(h)  # (B, Pm, D)
+        new_w1, new_w2, new_s1, new_s2 = (torch.stack(t, dim=1) for t in zip(*new_mem))
+
+        # local decoder reads the previous patch's global output; the last real patch is carried over
+        g_shift = torch.cat([prev_patch[:, None], h[:, :-1]], dim=1)  # (B, Pm, D)
+        last = (torch.arange(cfg.max_patches, device=h.device) == (valid.sum(1, keepdim=True) - 1)).float()
+        new_prev = (last[:, None, :] @ h)[:, 0]  # (B, D)
+        logits = self.decoder(x, g_shift, pid)  # (B, T, V)
+        mask, new_mod = self.modality(tokens, mod_state)
+        return {
+            "logits": logits + mask,
+            "entropy_logits": ent_logits,
+            "dispatch_logits": disp_logits,
+            "patch_starts": b,
+            "valid": valid,
+            "state": (new_context, new_prev, new_disp, new_mod, new_w1, new_w2, new_s1, new_s2),
+        }
+
+    @torch.no_grad()
+    def forward_stream(self, tokens: torch.Tensor, state=None):
+        """Process a long (B, N*T) input chunk by chunk, carrying the state. Yields (logits, state) per chunk;
+        only one chunk's activations are alive at a time."""
+        T = self.cfg.chunk_len
+        if tokens.shape[1] % T:
+            raise ValueError(f"stream length {tokens.shape[1]} is not a multiple of the chunk length {T}")
+        state = self.init_state(tokens.shape[0]) if state is None else state
+        for start in range(0, tokens.shape[1], T):
+            logits, *state = self(tokens[:, start : start + T], *state)
+            yield logits, tuple(state)
+
+    def factor_svf(self) -> "NeatModel":
+        """The Transformer² build step: SVD every latent MLP weight; the model then takes expert vectors."""
+        for layer in self.layers:
+            layer.mlp.up = layer.mlp.up.factor(self.cfg.n_experts)
+            layer.mlp.down = layer.mlp.down.factor(self.cfg.n_experts)
+        self.cfg = self.cfg.replace(svf_factored=True)
+        return self
+
+    def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        """Valid random tokens (bytes only) and the initial state, for export and tests."""
+        g = torch.Generator().manual_seed(0)
+        tokens = torch.randint(0, 256, (batch, self.cfg.chunk_len), generator=g, dtype=torch.int32)
+        return (tokens.to(self.slot_pos.device), *self.init_state(batch))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,191 @@
+"""Training from scratch, in three stages, with a fixed seed.
+
+1. entropy: the BLT entropy model alone (next-token cross-entropy); then theta is calibrated on text so
+   that patches average TARGET_PATCH_BYTES bytes, and the entropy model is frozen.
+2. base: everything else, on sequences of several chunks with the state carried (and back-propagated)
+   across them: cross-entropy + MVoT token discrepancy loss at image positions + dispatch cross-entropy.
+3. experts: the Transformer² build step (SVD of the latent MLPs), then only the expert vectors Z are
+   trained, each on its own task through a caller-given one-hot mix.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neat.config import FIRST_CODE_ID, NeatConfig, preset
+from neat.data import TaskStream, grid_stream, learn_codebook, sample_windows, text_stream
+from neat.model import NeatModel
+from neat.mvot import discrepancy_loss
+
+TARGET_PATCH_BYTES = 4.5
+DISCREPANCY_WEIGHT = 0.5
+DISPATCH_WEIGHT = 0.2
+GRID_TRAIN_SAMPLES = 6000
+GRID_TRAIN_SEED, GRID_HELDOUT_SEED = 1, 2
+
+
+@dataclass
+class TrainSettings:
+    """Every knob of `neat train`; the defaults train the shipped tiny checkpoint."""
+
+    preset: str = "tiny"          # model size (see neat.config.PRESETS)
+    seed: int = 0                 # fixes data sampling and initialisation
+    entropy_steps: int = 1000     # stage 1 optimizer steps
+    base_steps: int = 2400        # stage 2 optimizer steps
+    expert_steps: int = 300       # stage 3 optimizer steps
+    batch: int = 8                # sequences per step
+    chunks: int = 2               # chunks per training sequence, state carried across them
+    lr: float = 2e-3              # peak AdamW learning rate (warm-up, then cosine decay)
+    threads: int = 0              # torch CPU threads; 0 keeps torch's default
+
+
+Report = Callable[[str, int, int, dict], None]  # (stage, step, total, figures)
+
+
+def build_streams(cfg: NeatConfig, codes: np.ndarray, held_out: bool) -> dict[str, TaskStream]:
+    seed = GRID_HELDOUT_SEED if held_out else GRID_TRAIN_SEED
+    n = GRID_TRAIN_SAMPLES // (8 if held_out else 1)
+    return {
+        "prose": text_stream("prose", held_out),
+        "code": text_stream("code", held_out),
+        "grid": grid_stream(cfg, codes, n, seed),
+    }
+
+
+def _batch(streams, experts, rng, batch, length):
+    """Equal share of every task; returns tokens (B, length) int32 and task labels (B,)."""
+    labels = np.arange(batch) % len(experts)
+    rows = [sample_windows(streams[experts[i]], rng, 1, length)[0] for i in labels]
+    return torch.from_numpy(np.stack(rows)).to(torch.int32), torch.from_numpy(labels)
+
+
+def _lr(step: int, total: int, peak: float) -> float:
+    warm = max(1, total // 20)
+    if step < warm:
+        return peak * (step + 1) / warm
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm))))
+
+
+def sequence_loss(model: NeatModel, tokens: torch.Tensor, labels: torch.Tensor, alpha=None) -> tuple[torch.Tensor, dict]:
+    """Loss of a (B, n*T + 1) window processed chunk by chunk with the state carried."""
+    T, cfg = model.cfg.chunk_len, model.cfg
+    state = model.init_state(tokens.shape[0])
+    ce_sum = disc_sum = disp_sum = 0.0
+    n_chunks = (tokens.shape[1] - 1) // T
+    for c in range(n_chunks):
+        x, y = tokens[:, c * T:(c + 1) * T], tokens[:, c * T + 1:(c + 1) * T + 1].long()
+        out = model.forward_detailed(x, state, alpha)
+        state = out["state"]
+        logits = out["logits"]
+        ce_sum = ce_sum + F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        img = y >= FIRST_CODE_ID
+        if img.any():
+            img_logits = logits[img][:, FIRST_CODE_ID:]
+            disc_sum = disc_sum + discrepancy_loss(img_logits, y[img] - FIRST_CODE_ID, model.codebook.codes)
+        valid = out["valid"].bool()
+        d_logits = out["dispatch_logits"][valid]
+        d_labels = labels[:, None].expand_as(out["valid"])[valid]
+        disp_sum = disp_sum + F.cross_entropy(d_logits, d_labels)
+    ce, disc, disp = ce_sum / n_chunks, disc_sum / n_chunks, disp_sum / n_chunks
+    loss = ce + DISCREPANCY_WEIGHT * disc + DISPATCH_WEIGHT * disp
+    ce_value = float(ce.detach())
+    return loss, {"loss": ce_value, "bpt": ce_value / math.log(2)}
+
+
+def _run_stage(name, params, steps, s: TrainSettings, loss_fn, report: Report | None):
+    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    t0, tokens_seen = time.perf_counter(), 0
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, steps, s.lr)
+        loss, figures = loss_fn()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{name} stage: loss is {loss.item()} at step {step}; lower --lr or change --seed")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        tokens_seen += figures.pop("tokens")
+        if report:
+            figures["tok/s"] = tokens_seen / (time.perf_counter() - t0)
+            report(name, step + 1, steps, figures)
+
+
+def calibrate_threshold(model: NeatModel, streams, rng, n: int = 64) -> float:
+    """theta such that text patches average TARGET_PATCH_BYTES bytes."""
+    from neat.blt import entropy
+
+    T = model.cfg.chunk_len
+    with torch.no_grad():
+        rows = [sample_windows(streams[t], rng, n // 2, T) for t in ("prose", "code")]
+        H = entropy(model.entropy(torch.from_numpy(np.concatenate(rows)).to(torch.int32)))
+    return float(torch.quantile(H[:, :-1].flatten(), 1.0 - 1.0 / TARGET_PATCH_BYTES))
+
+
+def train(s: TrainSettings, report: Report | None = None) -> tuple[NeatModel, dict]:
+    """Train a model from scratch; returns it with a record of what was done."""
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    torch.manual_seed(s.seed)
+    rng = np.random.default_rng(s.seed)
+    cfg = preset(s.preset)
+    t_start = time.perf_counter()
+    codes = learn_codebook(cfg, seed=s.seed)
+    streams = build_streams(cfg, codes, held_out=False)
+    model = NeatModel(cfg)
+    model.codebook.codes.data = torch.from_numpy(codes)
+    T, experts = cfg.chunk_len, cfg.experts
+
+    # stage 1: the entropy model
+    def entropy_loss():
+        tok, _ = _batch(streams, experts, rng, s.batch * 2, T + 1)
+        logits = model.entropy(tok[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tok[:, 1:].long().reshape(-1))
+        return loss, {"loss": loss.item(), "tokens": tok.numel()}
+
+    model.train()
+    _run_stage("entropy", list(model.entropy.parameters()), s.entropy_steps, s, entropy_loss, report)
+    theta = calibrate_threshold(model, streams, rng)
+    model.cfg = cfg = cfg.replace(entropy_threshold=theta)
+    model.entropy.requires_grad_(False)
+
+    # stage 2: the base model
+    length = s.chunks * T + 1
+
+    def base_loss():
+        tok, labels = _batch(streams, experts, rng, s.batch, length)
+        loss, fig = sequence_loss(model, tok, labels)
+        return loss, {**fig, "tokens": tok.numel()}
+
+    base_params = [p for p in model.parameters() if p.requires_grad]
+    _run_stage("base", base_params, s.base_steps, s, base_loss, report)
+
+    # stage 3: SVD build step, then the expert vectors on their own tasks
+    model.factor_svf()
+    model.requires_grad_(False)
+    z_params = []
+    for layer in model.layers:
+        for lin in (layer.mlp.up, layer.mlp.down):
+            lin.Z.requires_grad_(True)
+            z_params.append(lin.Z)
+
+    def expert_loss():
+        tok, labels = _batch(streams, experts, rng, s.batch, length)
+        onehot = F.one_hot(labels, len(experts)).float()  # training only; never in the exported graph
+        loss, fig = sequence_loss(model, tok, labels, alpha=onehot)
+        return loss, {**fig, "tokens": tok.numel()}
+
+    _run_stage("experts", z_params, s.expert_steps, s, expert_loss, report)
+    model.eval()
+    info = {
+        "preset": s.preset, "seed": s.seed, "entropy_threshold": theta,
+        "steps": {"entropy": s.entropy_steps, "base": s.base_steps, "experts": s.expert_steps},
+        "batch": s.batch, "chunks": s.chunks, "train_seconds": round(time.perf_counter() - t_start, 1),
+    }
+    return model, info

@@ -1,0 +1,32 @@
+import pytest
+import torch
+
+from neat import NeatModel, preset
+
+
+@pytest.fixture(scope="session")
+def random_model() -> NeatModel:
+    """The tiny architecture with random weights, SVF-factored with non-trivial experts (no training)."""
+    torch.manual_seed(0)
+    model = NeatModel(preset("tiny").replace(entropy_threshold=5.2)).factor_svf()
+    with torch.no_grad():
+        for layer in model.layers:
+            for lin in (layer.mlp.up, layer.mlp.down):
+                lin.Z.normal_(0, 1)
+        for layer in model.layers:  # make the memory matter: a non-zero second layer
+            layer.memory.w2_init.normal_(0, 0.1)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def shipped_model() -> NeatModel:
+    from neat.checkpoint import load_checkpoint
+
+    return load_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def shipped_eval(shipped_model) -> dict:
+    from neat.evaluate import evaluate
+
+    return evaluate(shipped_model)
