@@ -11,6 +11,7 @@ from torch import nn
 
 from neat.config import BOI_ID, NEG, NeatConfig
 from neat.layers import Attention, Block, RMSNorm, causal_window_bias
+from neat.mvot import ImageCellEmbedding
 
 HASH_BASE = 257  # rolling-hash multiplier; (rows - 1) * 257 + vocab stays far below 2**31
 
@@ -109,22 +110,23 @@ class LocalEncoder(nn.Module):
         self.tok = nn.Embedding(cfg.vocab_size, d)
         self.pos = nn.Parameter(torch.randn(cfg.chunk_len, d) * 0.02)
         self.hash = nn.ModuleList(nn.Embedding(cfg.hash_rows, d) for _ in cfg.hash_ngrams)
-        self.block = Block(d, cfg.local_heads)
+        self.cell = ImageCellEmbedding(cfg, d)
+        self.block = Block(d, cfg.local_heads, rope_len=cfg.chunk_len)
         self.pool = nn.Linear(2 * d, D)
         self.norm_q, self.norm_kv = RMSNorm(D), RMSNorm(d)
         self.cross = Attention(D, d, D, cfg.global_heads)
         self.register_buffer("bias", causal_window_bias(cfg.chunk_len, cfg.local_window), persistent=False)
 
-    def embed(self, tokens: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def embed(self, tokens: torch.Tensor, context: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
         T = tokens.shape[1]
         ext = torch.cat([context, tokens], dim=1)  # (B, k + T) int32
-        x = self.tok(tokens) + self.pos  # (B, T, d)
+        x = self.tok(tokens) + self.pos + self.cell(tokens, modality)  # (B, T, d)
         for n, table in zip(self.cfg.hash_ngrams, self.hash):
             x = x + table(ngram_hashes(ext, n, self.cfg.hash_rows, T))
         return x
 
-    def forward(self, tokens: torch.Tensor, context: torch.Tensor, P: torch.Tensor):
-        x = self.block(self.embed(tokens, context), self.bias)  # (B, T, d)
+    def forward(self, tokens: torch.Tensor, context: torch.Tensor, modality: torch.Tensor, P: torch.Tensor):
+        x = self.block(self.embed(tokens, context, modality), self.bias)  # (B, T, d)
         q = self.pool(torch.cat([mean_pool(x, P), max_pool(x, P)], dim=-1))  # (B, Pm, D)
         bias = (P.transpose(1, 2) - 1.0) * -NEG  # (B, Pm, T): a patch sees only its own bytes
         q = q + self.cross(self.norm_q(q), self.norm_kv(x), bias[:, None])
@@ -141,7 +143,7 @@ class LocalDecoder(nn.Module):
         self.max_patches = cfg.max_patches
         self.norm_q, self.norm_kv = RMSNorm(d), RMSNorm(D)
         self.cross = Attention(d, D, d, cfg.local_heads)
-        self.block = Block(d, cfg.local_heads)
+        self.block = Block(d, cfg.local_heads, rope_len=cfg.chunk_len)
         self.norm = RMSNorm(d)
         self.head = nn.Linear(d, cfg.vocab_size, bias=False)
         self.register_buffer("bias", causal_window_bias(cfg.chunk_len, cfg.local_window), persistent=False)

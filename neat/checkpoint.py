@@ -39,6 +39,7 @@ def save_checkpoint(model: NeatModel, path: str | Path, info: dict | None = None
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary shareable file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -11,6 +11,16 @@ import click
 from neat import __version__
 from neat.errors import NeatError
 
+DEFAULT_BUNDLE = Path("neat-bundle")
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Every library error that is the user's to fix; printed as one paragraph."""
+    from exporters.errors import ExportError
+    from runtimes.errors import RuntimeLayerError
+
+    return (NeatError, ExportError, RuntimeLayerError)
+
 
 class NeatGroup(click.Group):
     """Turns library errors into one readable paragraph; --debug shows the traceback."""
@@ -18,7 +28,7 @@ class NeatGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except NeatError as exc:
+        except _user_errors() as exc:
             if ctx.params.get("debug"):
                 traceback.print_exc()
             raise click.ClickException(str(exc)) from None
@@ -87,6 +97,100 @@ def eval_command(checkpoint: Path | None, as_json: bool) -> None:
     table.add_row("dispatch accuracy", f"{report['dispatch_accuracy']:.1%}",
                   f"{report['dispatch_majority_accuracy']:.1%}", "majority class")
     Console().print(table)
+
+
+def _parse_batch(value: str) -> tuple[int, int]:
+    try:
+        lo, _, hi = value.partition(":")
+        bounds = (int(lo), int(hi or lo))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not MIN:MAX (e.g. 1:4) or N") from None
+    if not 1 <= bounds[0] <= bounds[1]:
+        raise click.BadParameter(f"{value!r}: need 1 <= MIN <= MAX")
+    return bounds
+
+
+def _outcome_table(title: str, outcomes) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("target", "precision", "size", "build", "max abs err", "cosine", "argmax", "verdict"):
+        table.add_column(col, justify="right" if col in ("size", "build") else "left")
+    colours = {"passed": "green", "failed": "red", "error": "red"}
+    for o in outcomes:
+        w = o.worst or {}
+        table.add_row(
+            o.target, o.precision, f"{o.size / 2**20:.1f} MiB" if o.size else "-",
+            f"{o.build_seconds:.1f} s" if o.build_seconds else "-",
+            f"{w['max_abs']:.2e}" if "max_abs" in w else "-", f"{w['cosine']:.6f}" if "cosine" in w else "-",
+            f"{w['argmax']:.2%}" if "argmax" in w else "-",
+            f"[{colours.get(o.verdict, 'yellow')}]{o.verdict}[/]",
+        )
+    console = Console()
+    console.print(table)
+    for o in outcomes:
+        if o.message:
+            console.print(f"[bold]{o.key}[/bold]: {o.message}", highlight=False)
+
+
+def _fail_on(outcomes, out: Path) -> None:
+    bad = [o for o in outcomes if not o.ok]
+    if bad:
+        names = ", ".join(f"{o.key} ({o.message})" for o in bad)
+        raise click.ClickException(f"{len(bad)} artifact(s) failed in {out}: {names}")
+
+
+@main.command("export")
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+              help="Checkpoint to export (default: the shipped tiny model).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_BUNDLE, show_default=True,
+              help="Bundle directory; other artifacts already in it are kept.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+              help="fp16: a graph in half precision; int8: weights quantized to 8 bits.")
+@click.option("--batch", default="1:4", show_default=True, help="Batch bounds MIN:MAX (dynamic dimension), or N.")
+@click.option("--coreml-target", help="CoreML minimum deployment target, e.g. iOS17, macOS14, iOS18.")
+@click.option("--compute-units", type=click.Choice(["all", "cpu_only", "cpu_and_gpu", "cpu_and_ne"]),
+              help="CoreML compute units.")
+@click.option("--compute-capability", "compute_capabilities", multiple=True,
+              help="TensorRT for RTX without a GPU: build for these compute capabilities, e.g. 8.6 (repeatable).")
+@click.option("--max-autotune", is_flag=True, default=None, help="AOTInductor: benchmark kernel choices.")
+def export_command(targets, checkpoint, out, precision, batch, **options) -> None:
+    """Export a checkpoint to one or more TARGETS and verify every artifact against the reference.
+
+    TARGETS: exported, onnx, tensorrt, coreml, cpu, cuda, or all (every target this machine can
+    build). Each artifact is compared with the eager model on random inputs, held-out text and the
+    batch bounds; one that fails is not written and the command exits non-zero."""
+    from exporters.build import export_bundle
+    from neat.export_spec import neat_spec
+    from neat.progress import timed_step
+
+    spec = neat_spec(checkpoint, batch=_parse_batch(batch))
+    outcomes = export_bundle(spec, list(targets), out, precision, options, step=timed_step)
+    _outcome_table(f"{spec.name} -> {out}", outcomes)
+    _fail_on(outcomes, out)
+
+
+@main.command("verify")
+@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_BUNDLE)
+def verify_command(bundle: Path) -> None:
+    """Recheck a bundle: every file against its sha256, then every verification this machine can run."""
+    from exporters.build import verify_bundle
+    from neat.export_spec import neat_spec
+    from neat.progress import timed_step
+    from runtimes.bundle import read_manifest, reference_path
+    from runtimes.errors import BundleError
+
+    manifest = read_manifest(bundle)
+    weights = reference_path(bundle, manifest)
+    if weights is None:
+        raise BundleError(f"{bundle} carries no reference weights, so its artifacts cannot be re-verified")
+    dyn = manifest.signature.get("dynamic", {}).get("batch", {"min": 1, "max": 1})
+    spec = neat_spec(weights, batch=(dyn["min"], dyn["max"]))
+    outcomes = verify_bundle(bundle, spec, step=timed_step)
+    _outcome_table(f"verify {bundle}", outcomes)
+    _fail_on(outcomes, bundle)
 
 
 def _status(text: str):

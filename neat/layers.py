@@ -38,12 +38,34 @@ def causal_window_bias(length: int, window: int) -> torch.Tensor:
     return (~allowed).float() * NEG
 
 
-class Attention(nn.Module):
-    """Multi-head attention with an additive bias; queries and keys/values may come from different inputs."""
+def rope_tables(length: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (T, head_dim) of rotary position embeddings (rotate-half layout)."""
+    inv = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)
+    ang = torch.arange(length).float()[:, None] * inv[None, :]  # (T, hd/2)
+    ang = torch.cat([ang, ang], dim=-1)
+    return ang.cos(), ang.sin()
 
-    def __init__(self, q_dim: int, kv_dim: int, dim: int, heads: int, out_dim: int | None = None):
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (B, H, T, hd) rotated by position, so that q . k depends on the offset between them."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    """Multi-head attention with an additive bias; queries and keys/values may come from different inputs.
+    With `rope_len`, self-attention over that many positions uses rotary position embeddings."""
+
+    def __init__(self, q_dim: int, kv_dim: int, dim: int, heads: int, out_dim: int | None = None,
+                 rope_len: int = 0):
         super().__init__()
         self.heads, self.head_dim = heads, dim // heads
+        self.rope = rope_len > 0
+        if self.rope:
+            cos, sin = rope_tables(rope_len, self.head_dim)
+            self.register_buffer("cos", cos, persistent=False)
+            self.register_buffer("sin", sin, persistent=False)
         self.q = nn.Linear(q_dim, dim, bias=False)
         self.k = nn.Linear(kv_dim, dim, bias=False)
         self.v = nn.Linear(kv_dim, dim, bias=False)
@@ -56,6 +78,8 @@ class Attention(nn.Module):
     def forward(self, xq: torch.Tensor, xkv: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         # xq (B, Q, q_dim), xkv (B, K, kv_dim), bias broadcastable to (B, H, Q, K)
         q, k, v = self._split(self.q(xq)), self._split(self.k(xkv)), self._split(self.v(xkv))
+        if self.rope:
+            q, k = apply_rope(q, self.cos, self.sin), apply_rope(k, self.cos, self.sin)
         scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim)) + bias  # (B, H, Q, K)
         y = torch.softmax(scores, dim=-1) @ v  # (B, H, Q, hd)
         B, _, Q, _ = y.shape
@@ -75,10 +99,10 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer layer: self-attention under an additive bias, then an MLP."""
 
-    def __init__(self, dim: int, heads: int, mlp_mult: int = 4):
+    def __init__(self, dim: int, heads: int, mlp_mult: int = 4, rope_len: int = 0):
         super().__init__()
         self.norm1, self.norm2 = RMSNorm(dim), RMSNorm(dim)
-        self.attn = Attention(dim, dim, dim, heads)
+        self.attn = Attention(dim, dim, dim, heads, rope_len=rope_len)
         self.mlp = MLP(dim, mlp_mult)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

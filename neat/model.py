@@ -81,7 +81,7 @@ class NeatModel(nn.Module):
         return (
             TensorSpec("context", (max(c.hash_ngrams) - 1,), torch.int32),  # last tokens, for hashes
             TensorSpec("prev_patch", (c.global_dim,), torch.float32),  # global output of the last patch
-            TensorSpec("dispatch", (c.global_dim + 1,), torch.float32),  # running sum and count
+            TensorSpec("dispatch", (c.global_dim + 1,), torch.float32),  # running mean and count
             TensorSpec("modality", (2,), torch.float32),  # inside an image, codes so far
             TensorSpec("mem_w1", (L, d, h), torch.float32),
             TensorSpec("mem_w2", (L, h, d), torch.float32),
@@ -127,7 +127,7 @@ class NeatModel(nn.Module):
         b = patch_starts(ent_logits, tokens, context[:, -1:], cfg.entropy_threshold)  # (B, T)
         P, pid = patch_assignment(b, cfg.max_patches)  # (B, T, Pm), (B, T)
         valid = (P.sum(1) > 0).float()  # (B, Pm) patch_mask
-        x, patches, new_context = self.encoder(tokens, context, P)  # (B, T, d), (B, Pm, D)
+        x, patches, new_context = self.encoder(tokens, context, mod_state, P)  # (B, T, d), (B, Pm, D)
 
         # Transformer² pass 1: dispatch -> expert mix per patch slot
         disp_logits, new_disp = self.dispatch(patches, valid, disp_state)  # (B, Pm, K)

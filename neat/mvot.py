@@ -82,6 +82,36 @@ def discrepancy_loss(image_logits: torch.Tensor, target_codes: torch.Tensor, cod
     return (D[target_codes] * F.softmax(image_logits, dim=-1)).sum(-1).mean()
 
 
+def image_progress(tokens: torch.Tensor, state: torch.Tensor, n_img: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """After each token: inside an image span (B, T) and image codes so far in the open span (B, T).
+
+    tokens (B, T) int32; state (B, 2) = [inside, codes so far] before the chunk. Every span is
+    BOI, n_img codes, EOI; earlier spans in the chunk closed after exactly n_img codes.
+    """
+    is_boi = (tokens == BOI_ID).float()
+    is_eoi = (tokens == EOI_ID).float()
+    is_code = (tokens >= FIRST_CODE_ID).float()
+    inside = (state[:, :1] + torch.cumsum(is_boi - is_eoi, dim=1)).clamp(0.0, 1.0)
+    n = state[:, 1:] + torch.cumsum(is_code, dim=1) - n_img * torch.cumsum(is_eoi, dim=1)
+    return inside, n
+
+
+class ImageCellEmbedding(nn.Module):
+    """Embedding of which image cell comes next (0..G*G inside a span, one more value for text):
+    the 2-D position of MVoT image tokens, so a code can be drawn from its cell's description."""
+
+    def __init__(self, cfg: NeatConfig, dim: int):
+        super().__init__()
+        self.n_img = float(cfg.image_tokens)
+        self.table = nn.Parameter(torch.zeros(cfg.image_tokens + 2, dim))
+        self.register_buffer("slots", torch.arange(cfg.image_tokens + 2).float(), persistent=False)
+
+    def forward(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        inside, n = image_progress(tokens, state, self.n_img)
+        idx = inside * n + (1.0 - inside) * (self.n_img + 1.0)  # (B, T)
+        return (idx[..., None] == self.slots).float() @ self.table  # (B, T, dim)
+
+
 class ModalityMask(nn.Module):
     """Additive logit mask from the modality decision at every position.
 
@@ -100,12 +130,7 @@ class ModalityMask(nn.Module):
 
     def forward(self, tokens: torch.Tensor, state: torch.Tensor):
         # tokens (B, T) int32; state (B, 2)
-        is_boi = (tokens == BOI_ID).float()
-        is_eoi = (tokens == EOI_ID).float()
-        is_code = (tokens >= FIRST_CODE_ID).float()
-        inside = (state[:, :1] + torch.cumsum(is_boi - is_eoi, dim=1)).clamp(0.0, 1.0)  # (B, T)
-        # codes in the open span; every earlier span in this chunk closed after exactly G*G codes
-        n = state[:, 1:] + torch.cumsum(is_code, dim=1) - self.n_img * torch.cumsum(is_eoi, dim=1)
+        inside, n = image_progress(tokens, state, self.n_img)  # (B, T), (B, T)
         full = (n >= self.n_img).float()
         allowed = (
             (1.0 - inside)[..., None] * self.text_ok

@@ -38,3 +38,17 @@ def rich_reporter(console: Console | None = None):
             bar.update(tasks[stage], completed=step, figures=_fmt(figures))
 
         yield report
+
+
+@contextlib.contextmanager
+def timed_step(label: str, console: Console | None = None):
+    """A spinner with the step's name while it runs, then one line with its elapsed time (on stderr)."""
+    console = console or Console(stderr=True)
+    t0 = time.perf_counter()
+    try:
+        with console.status(f"{label} ..."):
+            yield
+    except BaseException:
+        console.print(f"[red]✗[/red] {label}  {time.perf_counter() - t0:.1f}s", highlight=False)
+        raise
+    console.print(f"[green]✓[/green] {label}  {time.perf_counter() - t0:.1f}s", highlight=False)

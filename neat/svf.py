@@ -62,12 +62,16 @@ class SVFMLP(nn.Module):
         return self.down(torch.nn.functional.silu(self.up(x, alpha)), alpha)
 
 
+DISPATCH_HORIZON = 1024.0  # patch states; beyond this the running mean becomes a moving average
+
+
 class Dispatch(nn.Module):
     """Pass 1: classify the input so far into the K expert tasks.
 
     Streaming-causal form: the representation of patch slot p is the mean of every patch state up to p,
-    carried across chunks by the state (running sum, count), so a chunked stream classifies exactly as
-    the whole stream would.
+    carried across chunks by the state (running mean, count), so a chunked stream classifies exactly as
+    the whole stream would. The count is capped at DISPATCH_HORIZON, after which the mean is a moving
+    average over about that many patches: every state value stays bounded (fp16-safe on any length).
     """
 
     def __init__(self, cfg: NeatConfig):
@@ -78,10 +82,11 @@ class Dispatch(nn.Module):
         self.head = nn.Linear(D, cfg.n_experts)
 
     def forward(self, patches: torch.Tensor, valid: torch.Tensor, state: torch.Tensor):
-        # patches (B, Pm, D); valid (B, Pm); state (B, D + 1) = [running sum | count]
-        total = torch.cumsum(patches * valid[..., None], dim=1) + state[:, None, :-1]  # (B, Pm, D)
-        count = torch.cumsum(valid, dim=1)[..., None] + state[:, None, -1:]  # (B, Pm, 1)
-        rep = total / count.clamp(min=1.0)
+        # patches (B, Pm, D); valid (B, Pm); state (B, D + 1) = [running mean | count]
+        mean, n = state[:, None, :-1], state[:, None, -1:]  # (B, 1, D), (B, 1, 1)
+        csum = torch.cumsum(patches * valid[..., None], dim=1)  # (B, Pm, D), within the chunk only
+        ccount = torch.cumsum(valid, dim=1)[..., None]  # (B, Pm, 1)
+        rep = mean + (csum - ccount * mean) / (n + ccount).clamp(min=1.0)  # mean of all patch states so far
         logits = self.head(torch.nn.functional.silu(self.hidden(self.norm(rep))))  # (B, Pm, K)
-        new_state = torch.cat([total[:, -1], count[:, -1]], dim=-1)  # (B, D + 1)
-        return logits, new_state
+        new_state = torch.cat([rep[:, -1], (n[:, 0] + ccount[:, -1]).clamp(max=DISPATCH_HORIZON)], dim=-1)
+        return logits, new_state  # (B, Pm, K), (B, D + 1)

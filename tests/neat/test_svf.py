@@ -57,3 +57,19 @@ def test_dispatch_over_chunks_equals_pooling_the_whole_stream():
         rep = x[0, : t + 1][real].mean(0) if real.any() else torch.zeros(cfg.global_dim)
         want = disp.head(torch.nn.functional.silu(disp.hidden(disp.norm(rep))))
         assert torch.allclose(whole[0, t], want, atol=1e-5)
+
+
+@torch.no_grad()
+def test_dispatch_state_stays_bounded_on_long_streams():
+    from neat.svf import DISPATCH_HORIZON
+
+    torch.manual_seed(3)
+    cfg = preset("tiny")
+    disp = Dispatch(cfg)
+    state = torch.zeros(1, cfg.global_dim + 1)
+    for _ in range(40):  # 40 chunks of 64 real patches: past the horizon
+        x = torch.randn(1, 64, cfg.global_dim) * 3 + 1
+        _, state = disp(x, torch.ones(1, 64), state)
+    assert float(state[0, -1]) == DISPATCH_HORIZON
+    assert float(state[0, :-1].abs().max()) < 10  # a mean, not a sum
+    assert torch.allclose(state[0, :-1].mean(), torch.tensor(1.0), atol=0.2)

@@ -1,0 +1,53 @@
+"""AOTInductor packages for a CPU (`cpu`) or an NVIDIA GPU (`cuda`), compiled from the one capture."""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+from exporters.capture import Captured
+from exporters.errors import ConversionError
+from exporters.target import Built, Execution, versions
+
+
+def cpu_isa() -> list[str]:
+    """ISA extensions Inductor may emit code for on this CPU (a package needs them where it runs)."""
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return []
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "fma", "f16c")
+    return [f for f in wanted if f in flags]
+
+
+def build(cap: Captured, out: Path, device: str, max_autotune: bool) -> Built:
+    import torch
+
+    from exporters.capture import capture
+    from runtimes.aoti import FILE
+
+    program = cap.program if device == "cpu" else capture(cap.spec, device=device)
+    options = {"max_autotune": max_autotune} if max_autotune else {}
+    try:
+        torch._inductor.aoti_compile_and_package(program, package_path=str(out / FILE),
+                                                 inductor_configs=options)
+    except Exception as exc:  # Inductor raises many kinds; all mean this program did not compile
+        raise ConversionError(f"AOTInductor could not compile {cap.spec.name} for {device}: "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    requirements = {"device": device, "os": platform.system().lower(), "arch": platform.machine(),
+                    "torch": torch.__version__.split("+")[0]}
+    if device == "cpu":
+        requirements["cpu_isa"] = cpu_isa()
+    else:
+        major, minor = torch.cuda.get_device_capability()
+        requirements["compute_capability"] = f"{major}.{minor}"
+        requirements["cuda"] = torch.version.cuda
+    return Built(toolchain=versions("torch"), requirements=requirements, settings={"max_autotune": max_autotune})
+
+
+def runner(artifact_dir: Path, device: str) -> Execution:
+    from runtimes import aoti as runtime
+
+    ok, why = runtime.is_available(device)
+    if not ok:
+        return Execution(None, f"not verified: {why}", "not verified")
+    return Execution(runtime.load(artifact_dir, device=device), f"executed: AOTInductor package on {device.upper()}")

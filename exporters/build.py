@@ -1,0 +1,151 @@
+"""Export driver: one capture, every requested target built, verified and written into the bundle."""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Callable, ContextManager
+
+from exporters.capture import Captured
+from exporters.errors import ExportError, TargetUnavailable
+from exporters.spec import ExportSpec
+from exporters.verify import TOLERANCES, verify
+from runtimes.bundle import Parity, artifact_key, write_bundle
+from runtimes.errors import EvaluationUnsupported
+
+Step = Callable[[str], ContextManager]  # step(label) wraps one long step (progress + elapsed time)
+
+
+@contextlib.contextmanager
+def _quiet(label: str):
+    yield
+
+
+@dataclass
+class Outcome:
+    target: str
+    precision: str
+    verdict: str                 # passed | failed | not verified | built, not executed | error
+    message: str = ""
+    build_seconds: float = 0.0
+    size: int = 0
+    worst: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return artifact_key(self.target, self.precision)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict not in ("failed", "error")
+
+
+def resolve_targets(names: list[str], precision: str) -> list[str]:
+    """Expand 'all' to every target buildable here at this precision; refuse unknown or unbuildable ones."""
+    from exporters.registry import TARGETS
+
+    out: list[str] = []
+    for name in names:
+        if name == "all":
+            out += [t for t, m in TARGETS.items() if precision in m.PRECISIONS and m.is_available()[0]]
+            continue
+        if name not in TARGETS:
+            raise ExportError(f"unknown target {name!r}; choose from {', '.join(TARGETS)} or all")
+        mod = TARGETS[name]
+        if precision not in mod.PRECISIONS:
+            raise ExportError(f"target {name} has no {precision} precision; it has {', '.join(mod.PRECISIONS)}")
+        ok, why = mod.is_available()
+        if not ok:
+            raise TargetUnavailable(f"cannot build target {name} here: {why}")
+        out.append(name)
+    return list(dict.fromkeys(out))
+
+
+def settings_for(target: str, options: dict) -> object:
+    """The target's Settings dataclass, filled from `options` entries that name one of its fields."""
+    from exporters.registry import TARGETS
+
+    cls = TARGETS[target].Settings
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in options.items() if k in names and v is not None})
+
+
+def check(spec: ExportSpec, execution, precision: str) -> Parity:
+    """Verify by execution where possible; otherwise record what stands instead, never as passed."""
+    tolerance = TOLERANCES[precision].to_dict()
+    if execution.run is None:
+        return Parity(verdict=execution.verdict, method=execution.method, tolerance=tolerance, notes=execution.method)
+    try:
+        return verify(spec, execution.run, precision, execution.method)
+    except EvaluationUnsupported as exc:
+        return Parity(verdict="not verified", method=execution.method, tolerance=tolerance, notes=str(exc))
+
+
+def export_bundle(spec: ExportSpec, targets: list[str], out: str | Path, precision: str = "fp32",
+                  options: dict | None = None, step: Step = _quiet) -> list[Outcome]:
+    """Build every target into the bundle at `out`. Artifacts that fail verification are not written
+    (a previous version of the same artifact stays); the others are committed together at the end."""
+    from exporters.registry import TARGETS
+
+    names = resolve_targets(targets, precision)
+    if not names:
+        raise TargetUnavailable(f"no target can be built here at {precision}; see `neat export --help`")
+    with step(f"capture {spec.name} with torch.export"):
+        cap = Captured(spec)
+    model = {"name": spec.name, "config": spec.config, "weights_sha256": spec.weights_sha256, **spec.info}
+    outcomes: list[Outcome] = []
+    with write_bundle(out, model, spec.signature()) as writer:
+        if spec.reference_file is not None and "reference" not in writer.manifest.model:
+            writer.set_reference(Path(spec.reference_file))
+        for name in names:
+            key = artifact_key(name, precision)
+            staged = writer.stage(key)
+            try:
+                with step(f"{key}: build"):
+                    t0 = time.perf_counter()
+                    built = TARGETS[name].export(cap, staged, precision, settings_for(name, options or {}))
+                    seconds = time.perf_counter() - t0
+                with step(f"{key}: verify against the reference"):
+                    parity = check(spec, TARGETS[name].runner(staged, built.requirements), precision)
+            except ExportError as exc:
+                outcomes.append(Outcome(name, precision, "error", str(exc)))
+                continue
+            size = sum(p.stat().st_size for p in staged.rglob("*") if p.is_file())
+            outcome = Outcome(name, precision, parity.verdict, parity.notes, round(seconds, 2), size, parity.worst)
+            outcomes.append(outcome)
+            if parity.verdict == "failed":
+                continue
+            writer.add(key, staged, target=name, precision=precision, toolchain=built.toolchain,
+                       requirements=built.requirements, build_seconds=round(seconds, 2), parity=parity,
+                       settings=built.settings)
+        if any(o.ok for o in outcomes):
+            writer.commit()
+    return outcomes
+
+
+def verify_bundle(bundle: str | Path, spec: ExportSpec, step: Step = _quiet) -> list[Outcome]:
+    """Recheck every artifact's files against the manifest, then rerun every verification possible here."""
+    from exporters.registry import TARGETS
+    from runtimes.bundle import file_problems, read_manifest
+
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    if manifest.model.get("weights_sha256") != spec.weights_sha256:
+        raise ExportError(f"{bundle} was built from other weights than {spec.name}'s reference; "
+                          "verify it with the checkpoint it was exported from, or re-export it")
+    outcomes = []
+    for key, art in manifest.artifacts.items():
+        problems = file_problems(bundle, art)
+        size = sum(f.size for f in art.files)
+        if problems:
+            outcomes.append(Outcome(art.target, art.precision, "failed", "integrity: " + "; ".join(problems), size=size))
+            continue
+        if art.target not in TARGETS:
+            outcomes.append(Outcome(art.target, art.precision, "not verified", f"unknown target {art.target}"))
+            continue
+        with step(f"{key}: verify against the reference"):
+            parity = check(spec, TARGETS[art.target].runner(bundle / key, art.requirements), art.precision)
+        outcomes.append(Outcome(art.target, art.precision, parity.verdict, parity.notes, art.build_seconds,
+                                size, parity.worst))
+    return outcomes

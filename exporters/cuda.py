@@ -1,0 +1,32 @@
+"""Target `cuda`: an AOTInductor package compiled for the NVIDIA GPU of this machine."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporters import aoti
+from exporters.capture import Captured
+from exporters.target import Built, Execution
+
+NAME = "cuda"
+PRECISIONS = ("fp32",)
+
+
+@dataclass
+class Settings:
+    max_autotune: bool = False  # let Inductor benchmark kernel choices (slower build, sometimes faster code)
+
+
+def is_available() -> tuple[bool, str]:
+    from runtimes.aoti import is_available as available
+
+    ok, why = available("cuda")
+    return ok, why if ok else f"{why}: build the cuda target on a machine with an NVIDIA GPU"
+
+
+def export(cap: Captured, out: Path, precision: str, settings: Settings) -> Built:
+    return aoti.build(cap, out, "cuda", settings.max_autotune)
+
+
+def runner(artifact_dir: Path, requirements: dict) -> Execution:
+    return aoti.runner(artifact_dir, "cuda")

@@ -1,0 +1,35 @@
+"""Target `exported`: the ExportedProgram itself, saved as .pt2 (runs anywhere PyTorch runs)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporters.capture import Captured
+from exporters.target import Built, Execution, versions
+
+NAME = "exported"
+PRECISIONS = ("fp32",)
+
+
+@dataclass
+class Settings:
+    """No options: the artifact is the capture, verbatim."""
+
+
+def is_available() -> tuple[bool, str]:
+    return True, "PyTorch"
+
+
+def export(cap: Captured, out: Path, precision: str, settings: Settings) -> Built:
+    import torch
+
+    from runtimes.exported import FILE
+
+    torch.export.save(cap.program, str(out / FILE))
+    return Built(toolchain=versions("torch"), requirements={"torch": torch.__version__.split("+")[0]})
+
+
+def runner(artifact_dir: Path, requirements: dict) -> Execution:
+    from runtimes import exported as runtime
+
+    return Execution(runtime.load(artifact_dir), "executed: torch.export.load(...).module() on CPU")

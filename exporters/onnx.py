@@ -1,0 +1,158 @@
+"""Target `onnx`: the capture through the dynamo ONNX exporter; also the road to TensorRT.
+
+fp32: the exported graph. fp16: the same graph converted to fp16 inside, fp32 at its inputs and outputs.
+int8: weights quantized to int8 by ONNX Runtime's dynamic quantization.
+Verified by running it in ONNX Runtime on the CPU.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporters.capture import Captured
+from exporters.errors import ConversionError
+from exporters.target import Built, Execution, versions
+
+NAME = "onnx"
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_OPSET = 18
+STACK_TRACE = "pkg.torch.onnx.stack_trace"  # node metadata the dynamo exporter writes
+
+
+@dataclass
+class Settings:
+    opset: int = DEFAULT_OPSET   # ONNX opset of the exported graph
+
+
+def is_available() -> tuple[bool, str]:
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return False, 'onnx and onnxscript are not installed: pip install "neat-deploy[onnx]"'
+    from runtimes.onnx import is_available as runtime_available
+
+    return runtime_available()
+
+
+def write_onnx(cap: Captured, path: Path, opset: int) -> None:
+    """The fp32 graph with the spec's input and output names, weights inside the one file."""
+    import logging
+
+    import torch
+
+    # the exporter warns once per missing optional library (torchvision ops): noise for a user
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    ins, outs = cap.spec.names
+    try:
+        program = torch.onnx.export(cap.program, (), dynamo=True, input_names=list(ins),
+                                    output_names=list(outs), opset_version=opset, optimize=True, verbose=False)
+        program.save(str(path), external_data=False)
+    except Exception as exc:  # the exporter raises many kinds; all mean the graph did not translate
+        raise ConversionError(f"the ONNX exporter could not translate {cap.spec.name}: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+
+
+def to_fp16(src: Path, dst: Path, fp32_scopes: tuple[str, ...] = ()) -> None:
+    """fp16 inside, fp32 at the inputs and outputs, with ONNX Runtime's own converter (onnxconverter-common's
+    output does not load). Nodes whose torch stack trace contains one of `fp32_scopes` stay fp32."""
+    import onnx
+    import onnx_ir as ir
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    keep = [n.name for n in model.graph.node
+            if any(f in {p.key: p.value for p in n.metadata_props}.get(STACK_TRACE, "") for f in fp32_scopes)]
+    if fp32_scopes and not keep:
+        raise ConversionError(f"no node matches the fp32 scopes {fp32_scopes}: the model's source changed")
+    fp16 = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)
+    if keep:
+        _repair_blocked_casts(fp16, model)
+    graph = ir.from_proto(fp16)
+    graph.graph.sort()  # the converter leaves nodes out of order
+    ir.save(graph, str(dst))
+
+
+def _repair_blocked_casts(fp16, fp32) -> None:
+    """Two defects of the converter's node_block_list, mended in place: a tensor feeding several fp32 nodes
+    gets one identical Cast per consumer (same output name: an invalid graph), and fp32 values between fp32
+    nodes still pass through fp16 (a Cast to fp16 then back to fp32), which defeats keeping them fp32."""
+    import onnx
+
+    seen, nodes = set(), []
+    for n in fp16.graph.node:
+        if n.op_type == "Cast" and n.output[0] in seen:
+            continue
+        seen.update(n.output)
+        nodes.append(n)
+    original = {v.name: v.type.tensor_type.elem_type for v in (
+        *onnx.shape_inference.infer_shapes(fp32).graph.value_info, *fp32.graph.input, *fp32.graph.output)}
+    inputs = {i.name for i in fp16.graph.input}
+
+    def was_fp32(name: str) -> bool:
+        base = name[: -len("_cast_to_fp16")] if name.endswith("_cast_to_fp16") else name
+        if name.startswith("graph_output_cast_") and name.endswith("_cast_to_fp16"):
+            return True
+        return original.get(base) == onnx.TensorProto.FLOAT and (name.endswith("_cast_to_fp16") or name in inputs)
+
+    def cast_to(n) -> int:
+        return next(a.i for a in n.attribute if a.name == "to")
+
+    producer = {o: n for n in nodes for o in n.output}
+    for n in nodes:  # Cast(fp32) of a Cast(fp16) of an fp32 value: read the fp32 value directly
+        p = producer.get(n.input[0]) if n.op_type == "Cast" else None
+        if (p is not None and p.op_type == "Cast" and cast_to(n) == onnx.TensorProto.FLOAT
+                and cast_to(p) == onnx.TensorProto.FLOAT16 and was_fp32(p.input[0])):
+            n.input[0] = p.input[0]
+    outputs = {o.name for o in fp16.graph.output}
+    while True:  # drop what nobody reads any more
+        used = {x for n in nodes for x in n.input} | outputs
+        kept = [n for n in nodes if any(o in used for o in n.output)]
+        if len(kept) == len(nodes):
+            break
+        nodes = kept
+    del fp16.graph.node[:]
+    fp16.graph.node.extend(nodes)
+
+
+def to_int8(src: Path, dst: Path) -> None:
+    """int8 weights, activations quantized on the fly (ONNX Runtime only: TensorRT rejects these ops)."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # it advises pre-processing on the root logger: not actionable here
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+
+
+def export(cap: Captured, out: Path, precision: str, settings: Settings) -> Built:
+    from runtimes.onnx import FILE
+
+    path = out / FILE
+    if precision == "fp32":
+        write_onnx(cap, path, settings.opset)
+    else:
+        tmp = out / "fp32.onnx.tmp"
+        write_onnx(cap, tmp, settings.opset)
+        if precision == "fp16":
+            to_fp16(tmp, path, cap.spec.fp32_scopes)
+        else:
+            to_int8(tmp, path)
+        os.unlink(tmp)
+    return Built(toolchain=versions("torch", "onnx", "onnxscript", "onnxruntime"),
+                 requirements={"opset": settings.opset}, settings={"opset": settings.opset})
+
+
+def runner(artifact_dir: Path, requirements: dict) -> Execution:
+    from runtimes import onnx as runtime
+
+    ok, why = runtime.is_available()
+    if not ok:
+        return Execution(None, f"not verified: {why}", "not verified")
+    return Execution(runtime.load(artifact_dir), "executed: ONNX Runtime, CPU provider")

@@ -1,0 +1,69 @@
+"""NEAT's description for the generic exporters: inputs, state, batch bounds, held-out data and its score."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from exporters.spec import ExportSpec, TensorInfo, weights_sha256
+from neat.checkpoint import SHIPPED, load_checkpoint
+from neat.model import NeatModel, count_parameters
+
+DTYPE_NAMES = {torch.int32: "int32", torch.float32: "float32"}
+DEFAULT_BATCH = (1, 4)
+# entropy patching thresholds the entropy: in fp16 a boundary near theta flips and the whole patch layout
+# (and the Titans memory after it) changes, so entropy() and the threshold stay fp32 (no matmul in them)
+FP32_SCOPES = ("patch_starts(",)
+
+
+def _real_text(model: NeatModel):
+    from neat.evaluate import text_windows
+
+    def real_data(batch: int, chunks: int):
+        T = model.cfg.chunk_len
+        rows = torch.cat([text_windows(model.cfg, "prose"), text_windows(model.cfg, "code")])
+        rows = rows[torch.linspace(0, len(rows) - 1, batch).long()]
+        return [(rows[:, c * T:(c + 1) * T].contiguous(),) for c in range(chunks)]
+
+    return real_data
+
+
+def bits_per_byte(chunks, logits_per_chunk) -> float:
+    """Next-token bits per byte over a sequence of chunks (the last position has no target)."""
+    tokens = torch.cat([c[0] for c in chunks], dim=1).long()  # (B, n*T)
+    logits = torch.from_numpy(np.concatenate(logits_per_chunk, axis=1)).float()  # (B, n*T, V)
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+    return float(ce) / math.log(2)
+
+
+def neat_spec(checkpoint: str | Path | None = None, batch: tuple[int, int] = DEFAULT_BATCH,
+              model: NeatModel | None = None) -> ExportSpec:
+    """The export description of a NEAT checkpoint (default: the shipped tiny model)."""
+    path = Path(checkpoint) if checkpoint is not None else SHIPPED
+    model_given = model is not None
+    model = (model or load_checkpoint(path)).eval()
+    cfg = model.cfg
+    V, T = cfg.vocab_size, cfg.chunk_len
+    state = tuple(
+        TensorInfo(s.name, DTYPE_NAMES[s.dtype], s.shape, (0, V) if s.dtype == torch.int32 else None)
+        for s in model.state_spec()
+    )
+    return ExportSpec(
+        name=f"neat-{cfg.name}",
+        module=model,
+        inputs=(TensorInfo("tokens", "int32", (T,), (0, V)),),
+        state=state,
+        outputs=(TensorInfo("logits", "float32", (T, V)),),
+        init_state=model.init_state,
+        batch=batch,
+        config=cfg.__dict__ | {"experts": list(cfg.experts), "hash_ngrams": list(cfg.hash_ngrams)},
+        weights_sha256=weights_sha256(model),
+        real_data=_real_text(model),
+        score=bits_per_byte,
+        reference_file=None if model_given else path,
+        fp32_scopes=FP32_SCOPES,
+        info={"params": count_parameters(model), "chunk_len": T, "vocab_size": V,
+              "checkpoint": path.name, "experts": list(cfg.experts)},
+    )

@@ -1,0 +1,40 @@
+"""Backend `coreml`: an ML program (.mlpackage) run by CoreML's `MLModel.predict` (macOS only).
+
+NOT VERIFIED HERE: this project's development and CI machines run Linux, where CoreML cannot execute a
+model; there the saved program is checked by evaluating it in NumPy instead (runtimes.coreml_eval).
+"""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import numpy as np
+
+NAME = "coreml"
+PACKAGE = "model.mlpackage"
+
+
+def is_available() -> tuple[bool, str]:
+    if platform.system() != "Darwin":
+        return False, "CoreML runs models only on macOS/iOS (this is " + platform.system() + ")"
+    try:
+        import coremltools as ct
+    except ImportError:
+        return False, 'coremltools is not installed: pip install "neat-deploy[coreml]"'
+    return True, f"coremltools {ct.__version__} on macOS {platform.mac_ver()[0]}"
+
+
+def load(artifact_dir: Path, compute_units: str = "all"):
+    import coremltools as ct
+
+    model = ct.models.MLModel(str(artifact_dir / PACKAGE),
+                              compute_units=getattr(ct.ComputeUnit, compute_units.upper()))
+    desc = model.get_spec().description
+    inputs = [i.name for i in desc.input]
+    outputs = [o.name for o in desc.output]
+
+    def run(*arrays: np.ndarray) -> list[np.ndarray]:
+        result = model.predict({n: np.ascontiguousarray(a) for n, a in zip(inputs, arrays)})
+        return [np.asarray(result[n]) for n in outputs]
+
+    return run

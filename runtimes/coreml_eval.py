@@ -1,0 +1,455 @@
+"""Off-device check of a CoreML artifact: load the *saved* .mlpackage back into a MIL program (no macOS
+needed) and evaluate it op by op in NumPy, mostly through each op's own `value_inference()`.
+
+    run = load("model.mlpackage")            # like every backend: run(*inputs) -> outputs, in spec order
+    prog = load_mlpackage("model.mlpackage") # or by name:
+    outs = evaluate(prog, {"tokens": np_int32, ...})   # dict output name -> np.ndarray
+
+This is a verification tool, not a runtime for speed: an op it cannot compute raises `Unsupported`, which
+makes the verdict "not verified", never "passed".
+
+fp16 emulation: every fp16 Var is held as a float32 array whose values are rounded to fp16 after the op
+that produces it (compute in fp32, round each op output to fp16, which is what the Core ML CPU/GPU
+backends do up to accumulation order). Results are returned in the declared output dtype.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from runtimes.errors import EvaluationUnsupported
+
+import numpy as np
+
+with warnings.catch_warnings():  # coremltools warns about untested torch versions on import
+    warnings.simplefilter("ignore")
+    import coremltools as ct
+    from coremltools.converters.mil.frontend.milproto.load import load as _milproto_load
+    from coremltools.converters.mil.mil import types
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. loading
+# ----------------------------------------------------------------------------------------------
+def read_spec(path: str):
+    """The Model protobuf of a .mlpackage, read without coremltools' ModelPackage (which opens the package
+    read-write and rewrites Manifest.json on every load). The root model's path comes from Manifest.json."""
+    import json
+
+    manifest = json.load(open(os.path.join(path, "Manifest.json")))
+    root = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]["path"]  # "com.apple.CoreML/model.mlmodel"
+    spec = ct.proto.Model_pb2.Model()
+    with open(os.path.join(path, "Data", root), "rb") as f:
+        spec.ParseFromString(f.read())
+    return spec, os.path.join(path, "Data", os.path.dirname(root), "weights")
+
+
+def load_mlpackage(path: str):
+    """.mlpackage -> pymil Program (weights read from Data/com.apple.CoreML/weights/weight.bin).
+
+    Equivalent to: spec = ct.utils.load_spec(path) and
+    weights_dir = path/Data/com.apple.CoreML/weights, but never writes into the package."""
+    spec, weights_dir = read_spec(path)
+    # the proto's blobFileValue.fileName is "@model_path/weights/weight.bin"; the loader keeps only the
+    # basename and joins it with file_weights_dir
+    return _milproto_load(spec, spec.specificationVersion, file_weights_dir=weights_dir)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. binding values to Vars so that op.value_inference() can read them as var.val
+# ----------------------------------------------------------------------------------------------
+class _Box:
+    """Stands in for a Var's builtin sym_val: Var.val / Var.sym_val return box.val unchanged
+    (the real builtin tensor setter would cast fp16 arrays to np.float16, which we do not want)."""
+
+    __slots__ = ("val",)
+
+    def __init__(self, val):
+        self.val = val
+
+
+def _is_fp16(var) -> bool:
+    try:
+        return var.dtype == types.fp16
+    except Exception:
+        return False
+
+
+def _np_dtype(var):
+    return types.nptype_from_builtin(var.dtype)
+
+
+def _work(arr, var):
+    """The working representation of a value of `var`: fp16 -> float32 holding fp16-rounded values;
+    other tensors -> ndarray of the declared dtype; scalars -> NumPy scalar; str/bool/lists untouched."""
+    if isinstance(arr, (str, bytes, list, tuple)) or arr is None:
+        return arr
+    if _is_fp16(var):
+        a = np.asarray(arr, dtype=np.float16).astype(np.float32)
+        return a if types.is_tensor(var.sym_type) else a[()]
+    want = _np_dtype(var)
+    if types.is_tensor(var.sym_type):
+        return np.asarray(arr).astype(want, copy=False)
+    if isinstance(arr, np.ndarray) and arr.ndim == 0:
+        arr = arr[()]
+    if want in (bool, np.bool_):
+        return bool(arr)  # numpy 2 rejects np.bool_ for keepdims= etc. in some value_inference code
+    return want(arr) if isinstance(arr, (np.generic, int, float, bool)) else arr
+
+
+def _bind(var, value):
+    var._sym_val = _Box(value)
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. NumPy implementations for ops whose value_inference is missing or unusable at run time
+# ----------------------------------------------------------------------------------------------
+def _v(op, name, default=None):
+    x = op.inputs.get(name)
+    return default if x is None else x.val
+
+
+def _softmax(op):
+    x, axis = _v(op, "x"), _v(op, "axis", -1)
+    m = np.max(x, axis=axis, keepdims=True)
+    e = np.exp(x - m)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _cumsum(op):
+    x, axis = _v(op, "x"), int(_v(op, "axis", 0))
+    exclusive, reverse = bool(_v(op, "exclusive", False)), bool(_v(op, "reverse", False))
+    if reverse:
+        x = np.flip(x, axis)
+    y = np.cumsum(x, axis=axis, dtype=x.dtype)
+    if exclusive:
+        y = y - x
+    if reverse:
+        y = np.flip(y, axis)
+    return y
+
+
+def _rsqrt(op):
+    x, eps = _v(op, "x"), _v(op, "epsilon", 1e-12)
+    return 1.0 / np.sqrt(x + eps)
+
+
+def _reduce(fn):
+    def impl(op):
+        x = _v(op, "x")
+        axes = _v(op, "axes")
+        keep = bool(_v(op, "keep_dims", False))
+        axes = tuple(range(x.ndim)) if axes is None else tuple(int(a) for a in np.atleast_1d(axes))
+        return fn(x, axis=axes, keepdims=keep)
+
+    return impl
+
+
+def _gather(op):
+    x, idx = _v(op, "x"), _v(op, "indices")
+    axis = int(_v(op, "axis", 0))
+    idx = np.asarray(idx).astype(np.int64)
+    idx = np.where(idx < 0, idx + x.shape[axis], idx)
+    return np.take(x, idx, axis=axis)
+
+
+def _sigmoid(op):
+    x = _v(op, "x")
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _silu(op):
+    x = _v(op, "x")
+    return x / (1.0 + np.exp(-x))
+
+
+def _matmul(op):
+    x, y = _v(op, "x"), _v(op, "y")
+    if bool(_v(op, "transpose_x", False)):
+        x = np.swapaxes(x, -1, -2)
+    if bool(_v(op, "transpose_y", False)):
+        y = np.swapaxes(y, -1, -2)
+    return np.matmul(x, y)
+
+
+def _linear(op):
+    x, w, b = _v(op, "x"), _v(op, "weight"), _v(op, "bias")
+    y = x @ np.swapaxes(w, -1, -2)
+    return y if b is None else y + b
+
+
+def _floor_mod(op):
+    x, y = _v(op, "x"), _v(op, "y")
+    return np.mod(x, y)  # floor semantics, same as MIL floor_mod and torch remainder
+
+
+def _select(op):
+    return np.where(_v(op, "cond"), _v(op, "a"), _v(op, "b"))
+
+
+def _cast(op):
+    x, dtype = _v(op, "x"), str(np.asarray(_v(op, "dtype")))
+    nd = types.nptype_from_builtin(types.string_to_builtin(dtype))
+    x = np.asarray(x)
+    if np.issubdtype(nd, np.integer) and np.issubdtype(x.dtype, np.floating):
+        x = np.trunc(x)  # MIL cast float -> int rounds toward zero
+    return x.astype(nd)
+
+
+# constexpr (compressed weight) ops: materialise the weight
+def _constexpr_affine_dequantize(op):
+    q = _v(op, "quantized_data").astype(np.float32)
+    zp = np.asarray(_v(op, "zero_point")).astype(np.float32)
+    s = np.asarray(_v(op, "scale")).astype(np.float32)
+    axis = int(_v(op, "axis"))
+    per_axis = [-1 if i == axis else 1 for i in range(q.ndim)]  # scale / zero_point: scalar or 1-D on `axis`
+    if zp.ndim == 1 and zp.size > 1:
+        zp = zp.reshape(per_axis)
+    if s.ndim == 1 and s.size > 1:
+        s = s.reshape(per_axis)
+    return (q - zp) * s
+
+
+def _block_expand(a, shape):
+    """Repeat a per-block parameter (same rank as the data) up to the data's shape."""
+    a = np.asarray(a)
+    for ax, (n, m) in enumerate(zip(shape, a.shape)):
+        if n != m:
+            a = np.repeat(a, n // m, axis=ax)
+    return a
+
+
+def _constexpr_blockwise_shift_scale(op):
+    data = _v(op, "data").astype(np.float32)
+    scale = _block_expand(_v(op, "scale"), data.shape).astype(np.float32)
+    off = _v(op, "offset")
+    if off is not None:
+        data = data - _block_expand(off, data.shape).astype(np.float32)
+    return data * scale
+
+
+CUSTOM = {
+    # ops that either lack value_inference or whose value_inference is slow/fragile; the NumPy code here
+    # is the reference semantics from the MIL op docs
+    "softmax": _softmax,
+    "cumsum": _cumsum,
+    "rsqrt": _rsqrt,
+    "sigmoid": _sigmoid,
+    "silu": _silu,
+    "matmul": _matmul,
+    "linear": _linear,
+    "gather": _gather,
+    "floor_mod": _floor_mod,
+    "select": _select,
+    "cast": _cast,
+    "reduce_max": _reduce(np.max),
+    "reduce_min": _reduce(np.min),
+    "reduce_sum": _reduce(np.sum),
+    "reduce_mean": _reduce(np.mean),
+    "reduce_prod": _reduce(np.prod),
+    "constexpr_affine_dequantize": _constexpr_affine_dequantize,
+    "constexpr_blockwise_shift_scale": _constexpr_blockwise_shift_scale,
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. the evaluator
+# ----------------------------------------------------------------------------------------------
+class Unsupported(EvaluationUnsupported):
+    """The program holds an op this evaluator cannot compute (verdict: not verified)."""
+
+
+class Stats:
+    def __init__(self):
+        self.builtin, self.custom, self.failed = {}, {}, {}
+
+
+def _run_op(op, stats: Stats, prefer_builtin: bool):
+    t = op.op_type
+    vals = None
+    if t.startswith("constexpr_") and (prefer_builtin or t not in CUSTOM):
+        # compressed weights: coremltools' own decompression (value_inference is deliberately absent)
+        stats.builtin[t] = stats.builtin.get(t, 0) + 1
+        return (op.materialized_val_inference(),)
+    if prefer_builtin or t not in CUSTOM:
+        try:
+            vals = op.value_inference()
+            stats.builtin[t] = stats.builtin.get(t, 0) + 1
+        except Exception as exc:  # NotImplementedError or a failure on our inputs
+            if t not in CUSTOM:
+                raise Unsupported(f"op {op.name} ({t}): no value_inference and no NumPy fallback: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+            stats.failed[t] = f"{type(exc).__name__}: {str(exc)[:120]}"
+            vals = None
+    if vals is None:
+        vals = CUSTOM[t](op)
+        stats.custom[t] = stats.custom.get(t, 0) + 1
+    if not isinstance(vals, (tuple, list)):
+        vals = (vals,)
+    return vals
+
+
+def _retype(op):
+    """Re-run the op's type inference on the now concrete inputs, so that value_inference code that reads
+    static shapes (expand_dims, tile, reshape...) sees the real batch instead of a RangeDim symbol."""
+    out_types = op.type_inference()
+    if not isinstance(out_types, tuple):
+        out_types = (out_types,)
+    for var, t in zip(op.outputs, out_types):
+        var._sym_type = t
+
+
+def run_block(block, stats: Stats, prefer_builtin: bool, retype: bool = False, states: dict | None = None):
+    for op in block.operations:
+        if op.op_type == "read_state":  # iOS18 states: the value lives in `states`, keyed by state name
+            _bind(op.outputs[0], _work(states[op.input.name], op.outputs[0]))
+            continue
+        if op.op_type == "coreml_update_state":
+            v = _work(op.value.val, op.outputs[0])
+            states[op.state.name] = v
+            _bind(op.outputs[0], v)
+            continue
+        if op.op_type == "const":
+            # loaded consts already hold their value; re-bind in working form (fp16 -> fp32 values)
+            _bind(op.outputs[0], _work(op.outputs[0].val if not isinstance(op.outputs[0]._sym_val, _Box)
+                                       else op.outputs[0]._sym_val.val, op.outputs[0]))
+            continue
+        if op.blocks:
+            vals = _run_control_flow(op, stats, prefer_builtin, retype, states)
+            for var, v in zip(op.outputs, vals):
+                _bind(var, _work(v, var))
+            continue
+        if retype:
+            _retype(op)
+        vals = _run_op(op, stats, prefer_builtin)
+        for var, v in zip(op.outputs, vals):
+            _bind(var, _work(v, var))
+
+
+def _block_values(block):
+    return [v._sym_val.val for v in block.outputs]
+
+
+def _run_control_flow(op, stats, prefer_builtin, retype, states):
+    """Nested blocks: cond (blocks = [true, false], no block inputs) and while_loop
+    (blocks = [cond, body], each with block.inputs bound to the current loop vars)."""
+    if op.op_type == "cond":
+        block = op.blocks[0] if bool(np.asarray(op.pred.val)) else op.blocks[1]
+        run_block(block, stats, prefer_builtin, retype, states)
+        return _block_values(block)
+    if op.op_type == "while_loop":
+        cond_b, body_b = op.blocks
+        cur = [v._sym_val.val for v in op.loop_vars]
+        for _ in range(1 << 20):
+            for var, v in zip(cond_b.inputs, cur):
+                _bind(var, v)
+            run_block(cond_b, stats, prefer_builtin, retype, states)
+            if not bool(np.asarray(_block_values(cond_b)[0])):
+                return cur
+            for var, v in zip(body_b.inputs, cur):
+                _bind(var, v)
+            run_block(body_b, stats, prefer_builtin, retype, states)
+            cur = [_work(v, var) for v, var in zip(_block_values(body_b), body_b.outputs)]
+        raise RuntimeError(f"while_loop {op.name} did not terminate")
+    raise Unsupported(f"control flow op {op.op_type} ({op.name}) is not supported by this evaluator")
+
+
+def evaluate(prog, feeds: dict, prefer_builtin: bool = False, stats: Stats | None = None,
+             states: dict | None = None):
+    """feeds: input name -> np.ndarray. Returns {output name: np.ndarray} in the declared dtypes.
+    states (iOS18 stateful programs): state name -> np.ndarray, read and updated in place."""
+    stats = stats or Stats()
+    fn = prog.functions["main"]
+    if not hasattr(prog, "_declared_shapes"):  # before any specialisation: symbols mark dynamic dims
+        prog._declared_shapes = {n: tuple(v.shape) for n, v in fn.inputs.items()
+                                 if types.is_tensor(v.sym_type)}
+    retype = False
+    for name, var in fn.inputs.items():
+        if types.is_state(var.sym_type):
+            if states is None or name not in states:
+                raise KeyError(f"state {name!r} needs an initial value in states=")
+            wrapped = var.sym_type.wrapped_type()
+            states[name] = np.asarray(states[name]).astype(types.nptype_from_builtin(wrapped.get_primitive()))
+            if wrapped.get_primitive() == types.fp16:
+                states[name] = states[name].astype(np.float32)
+            continue
+        if name not in feeds:
+            raise KeyError(f"missing input {name!r}; the program's inputs are {list(fn.inputs)}")
+        arr = np.asarray(feeds[name])
+        declared = prog._declared_shapes.get(name)
+        if declared is not None and (len(declared) != arr.ndim or any(
+                isinstance(d, (int, np.integer)) and d != a for d, a in zip(declared, arr.shape))):
+            raise ValueError(f"input {name!r}: shape {arr.shape} does not fit the declared {declared}")
+        if types.is_tensor(var.sym_type) and tuple(var.shape) != arr.shape:
+            # dynamic (RangeDim / enumerated) input, or a previous call specialised it to another shape
+            var._sym_type = types.tensor(var.dtype, arr.shape)
+            retype = True
+        _bind(var, _work(arr, var))
+    run_block(fn, stats, prefer_builtin, retype, states)
+    if states is not None:  # hand states back in their declared dtype (fp16)
+        for name, var in fn.inputs.items():
+            if types.is_state(var.sym_type):
+                states[name] = np.asarray(states[name]).astype(
+                    types.nptype_from_builtin(var.sym_type.wrapped_type().get_primitive()))
+    out = {}
+    for var in fn.outputs:
+        v = var._sym_val.val
+        out[var.name] = np.asarray(v).astype(_np_dtype(var))
+    return out
+
+
+def op_histogram(prog):
+    h = {}
+
+    def walk(block):
+        for op in block.operations:
+            h[op.op_type] = h.get(op.op_type, 0) + 1
+            for b in op.blocks:
+                walk(b)
+
+    walk(prog.functions["main"])
+    return dict(sorted(h.items(), key=lambda kv: -kv[1]))
+
+
+def load(package: str | Path):
+    """A runner over the saved package: run(*arrays) -> outputs in the model description's order."""
+    spec, _ = read_spec(str(package))
+    prog = load_mlpackage(str(package))
+    missing = unsupported_ops(prog)
+    if missing:
+        raise Unsupported(f"the NumPy evaluator cannot compute op(s) {', '.join(sorted(missing))}")
+    inputs = [i.name for i in spec.description.input]
+    outputs = [o.name for o in spec.description.output]
+
+    def run(*arrays: np.ndarray) -> list[np.ndarray]:
+        try:
+            result = evaluate(prog, dict(zip(inputs, arrays)))
+        except RuntimeError as exc:
+            raise Unsupported(str(exc)) from exc
+        return [result[n] for n in outputs]
+
+    return run
+
+
+CONTROL_FLOW = ("cond", "while_loop")
+STATE_OPS = ("read_state", "coreml_update_state")
+
+
+def unsupported_ops(prog) -> set[str]:
+    """Op types in the program that have neither a value_inference of their own nor a NumPy version here."""
+    from coremltools.converters.mil.mil.operation import Operation
+
+    missing: set[str] = set()
+
+    def walk(block):
+        for op in block.operations:
+            t = op.op_type
+            own = type(op).value_inference is not Operation.value_inference
+            if not (own or t in CUSTOM or t == "const" or t in CONTROL_FLOW or t in STATE_OPS):
+                missing.add(t)
+            for b in op.blocks:
+                walk(b)
+
+    walk(prog.functions["main"])
+    return missing

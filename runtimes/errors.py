@@ -1,0 +1,21 @@
+"""Typed errors of the runtime layer. Every message names the problem and the fix."""
+
+
+class RuntimeLayerError(Exception):
+    """Base class: the CLI prints these as one paragraph instead of a traceback."""
+
+
+class BundleError(RuntimeLayerError):
+    """A bundle directory or its manifest is missing, malformed, or from another schema version."""
+
+
+class IntegrityError(BundleError):
+    """A file of a bundle is missing, outside the bundle, or does not match its recorded hash and size."""
+
+
+class BackendUnavailable(RuntimeLayerError):
+    """The library or hardware a backend needs is not here."""
+
+
+class EvaluationUnsupported(RuntimeLayerError):
+    """An off-device evaluator met something it cannot compute: the artifact is "not verified", never passed."""

@@ -1,0 +1,63 @@
+"""`neat export all` and `neat verify` on the shipped model, as a new user runs them (one export per session)."""
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from neat.cli import main
+from runtimes.bundle import MANIFEST, read_manifest
+
+EXPECTED = {"exported": "passed", "onnx": "passed", "cpu": "passed", "coreml": "passed",
+            "tensorrt": "built, not executed"}
+
+
+@pytest.fixture(scope="session")
+def neat_bundle(tmp_path_factory):
+    out = tmp_path_factory.mktemp("neat") / "bundle"
+    res = CliRunner().invoke(main, ["export", "all", "--out", str(out), "--compute-capability", "8.9"],
+                             catch_exceptions=False)
+    return out, res
+
+
+def test_export_all_verifies_every_artifact(neat_bundle):
+    out, res = neat_bundle
+    assert res.exit_code == 0, res.output
+    manifest = read_manifest(out)
+    verdicts = {a.target: a.parity.verdict for a in manifest.artifacts.values()}
+    for target, verdict in EXPECTED.items():
+        assert verdicts.get(target) == verdict, (target, res.output)
+    for art in manifest.artifacts.values():
+        if art.parity.verdict == "passed":
+            assert art.parity.worst["max_abs"] <= 1e-4 and art.parity.worst["argmax"] == 1.0
+            assert {c["name"].split(" (")[0] for c in art.parity.cases} == {
+                "random, min batch", "random, max batch", "real data"}
+    assert "reference" in manifest.model and manifest.signature["dynamic"]["batch"] == {"min": 1, "max": 4}
+    for target in EXPECTED:
+        assert target in res.output  # the summary table names every artifact
+
+
+def test_verify_reruns_every_check(neat_bundle):
+    out, _ = neat_bundle
+    res = CliRunner().invoke(main, ["verify", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "passed" in res.output and "built, not executed" in res.output
+
+
+def test_verify_fails_on_a_damaged_bundle(neat_bundle, tmp_path):
+    import shutil
+
+    out, _ = neat_bundle
+    copy = tmp_path / "b"
+    shutil.copytree(out, copy)
+    path = copy / "onnx-fp32" / "model.onnx"
+    path.write_bytes(path.read_bytes()[:-100])
+    res = CliRunner().invoke(main, ["verify", str(copy)])
+    assert res.exit_code == 1 and "onnx-fp32" in res.output and "truncated" in res.output
+
+
+def test_export_errors_are_one_paragraph(tmp_path):
+    res = CliRunner().invoke(main, ["export", "tflite", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 1 and "unknown target 'tflite'" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(main, ["export", "cpu", "--batch", "4:1", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "MIN <= MAX" in res.output
+    assert not (tmp_path / "b").exists()
