@@ -64,13 +64,14 @@ def convert(cap: Captured, precision: str, settings: Settings):
     outputs = [ct.TensorType(name=n, dtype=_np_dtype(t.dtype)) for n, t in zip(outs, out_infos)]  # fp32 I/O
     if set(ins) & RESERVED:
         raise ConversionError(f"CoreML reserves the input names {sorted(set(ins) & RESERVED)}; rename them")
+    compute_precision, kept = _precision(ct, precision, spec.fp32_scopes)
     try:  # coremltools draws progress bars and warns about torch versions: neither helps a user here
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             model = ct.convert(
                 cap.decomposed("none"), inputs=inputs, outputs=outputs, convert_to="mlprogram",
                 minimum_deployment_target=_target(ct, settings.coreml_target),
-                compute_precision=_precision(ct, precision, spec.fp32_scopes),
+                compute_precision=compute_precision,
                 compute_units=getattr(ct.ComputeUnit, settings.compute_units.upper()),
             )
     except ConversionError:
@@ -78,6 +79,8 @@ def convert(cap: Captured, precision: str, settings: Settings):
     except Exception as exc:  # coremltools raises many kinds; all mean the program did not convert
         raise ConversionError(f"coremltools could not convert {spec.name}: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    if kept is not None and not kept[0]:
+        raise ConversionError(f"no op matches the fp32 scopes {spec.fp32_scopes}: the model's source changed")
     if precision == "int8":  # weights of the matmuls and embeddings only (not masks or small constants)
         opt = ct.optimize.coreml
         w8 = opt.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", weight_threshold=2048)
@@ -88,18 +91,22 @@ def convert(cap: Captured, precision: str, settings: Settings):
 
 
 def _precision(ct, precision: str, fp32_scopes: tuple[str, ...]):
-    """fp32 compute, or fp16 except for the ops whose torch source matches one of `fp32_scopes`."""
+    """(compute precision, counter of ops kept fp32): fp32, or fp16 except for the ops whose torch source
+    matches one of `fp32_scopes`."""
     if precision != "fp16":
-        return ct.precision.FLOAT32
+        return ct.precision.FLOAT32, None
     if not fp32_scopes:
-        return ct.precision.FLOAT16
+        return ct.precision.FLOAT16, None
     from coremltools.converters.mil.mil.scope import ScopeSource
 
     def in_fp16(op) -> bool:
         trace = "".join(s for s in op.scopes.get(ScopeSource.EXIR_STACK_TRACE, []) if s)
-        return not any(fragment in trace for fragment in fp32_scopes)
+        keep = any(fragment in trace for fragment in fp32_scopes)
+        kept[0] += keep
+        return not keep
 
-    return ct.transform.FP16ComputePrecision(op_selector=in_fp16)
+    kept = [0]
+    return ct.transform.FP16ComputePrecision(op_selector=in_fp16), kept
 
 
 def _np_dtype(name: str):

@@ -40,6 +40,10 @@ class NeatGroup(click.Group):
 def main(debug: bool) -> None:
     """NEAT Deploy: export the NEAT model once to CoreML, TensorRT, ONNX and AOTInductor, verified
     against the PyTorch reference, then pick, run and benchmark the right artifact for each machine."""
+    import warnings
+
+    # torch's own deprecation notices while exporting; nothing a user of this tool can act on
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
 
 
 @main.command()
@@ -115,16 +119,16 @@ def _outcome_table(title: str, outcomes) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("target", "precision", "size", "build", "max abs err", "cosine", "argmax", "verdict"):
+    for col in ("target", "precision", "size", "build", "max err", "cosine", "argmax", "verdict"):
         table.add_column(col, justify="right" if col in ("size", "build") else "left")
     colours = {"passed": "green", "failed": "red", "error": "red"}
     for o in outcomes:
         w = o.worst or {}
         table.add_row(
             o.target, o.precision, f"{o.size / 2**20:.1f} MiB" if o.size else "-",
-            f"{o.build_seconds:.1f} s" if o.build_seconds else "-",
-            f"{w['max_abs']:.2e}" if "max_abs" in w else "-", f"{w['cosine']:.6f}" if "cosine" in w else "-",
-            f"{w['argmax']:.2%}" if "argmax" in w else "-",
+            f"{o.build_seconds:.0f}s" if o.build_seconds else "-",
+            f"{w['max_abs']:.1e}" if "max_abs" in w else "-", f"{w['cosine']:.5f}" if "cosine" in w else "-",
+            f"{w['argmax']:.1%}" if "argmax" in w else "-",
             f"[{colours.get(o.verdict, 'yellow')}]{o.verdict}[/]",
         )
     console = Console()

@@ -15,7 +15,11 @@ from neat.config import NEG
 
 
 class RMSNorm(nn.Module):
-    """x * rsqrt(mean(x^2) + eps) * w, written out (coremltools 9 fails on nn.RMSNorm)."""
+    """x * rsqrt(mean(x^2) + eps) * w, written out (coremltools 9 fails on nn.RMSNorm).
+
+    Computed as (x/s) * rsqrt(mean((x/s)^2) + eps/s^2) with s = max|x| over the row: the same function,
+    but x^2 never overflows fp16 (the latent residual stream reaches |x| ~ 500, and 500^2 > 65504).
+    """
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -23,7 +27,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        s = x.abs().amax(-1, keepdim=True).clamp(min=1e-3)  # (..., 1)
+        y = x / s
+        return y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps / (s * s)) * self.weight
 
 
 def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
