@@ -8,14 +8,13 @@ against it). Median of many runs after warm-up; FLOPs are counted by torch's Flo
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.machine import describe
+from benchmarks.machine import describe, emit
 
 
 def measure(checkpoint: str | None, runs: int, warmup: int, batch: int = 1) -> dict:
@@ -66,10 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"eager forward, batch 1, {record['chunk_len']} bytes: median {record['median_ms']:.2f} ms "
           f"(p10 {record['p10_ms']:.2f}, p90 {record['p90_ms']:.2f}) over {args.runs} runs")
     print(f"parameters {record['params']:,}; {record['flops_per_chunk'] / 1e6:.1f} MFLOP per chunk")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record))
+    emit(record, args.out)
     return record
 
 

@@ -9,12 +9,11 @@ Prints a line per target and the full record as JSON on the last line.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.machine import describe
+from benchmarks.machine import describe, emit
 
 
 def measure(targets: list[str], precision: str, options: dict | None = None) -> dict:
@@ -56,10 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     for r in record["targets"]:
         print(f"{r['target']:>9} {r['precision']}: build {r['build_seconds']:7.2f} s, verify "
               f"{r['verify_seconds'] or 0:6.2f} s, {r['size_bytes'] / 2**20:6.2f} MiB, {r['verdict']}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record))
+    emit(record, args.out)
     return record
 
 

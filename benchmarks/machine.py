@@ -1,8 +1,10 @@
 """A short description of the machine a benchmark ran on, for its JSON record."""
 from __future__ import annotations
 
+import json
 import os
 import platform
+from pathlib import Path
 
 
 def cpu_model() -> str:
@@ -27,3 +29,11 @@ def describe() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
     }
+
+
+def emit(record: dict, out: Path | None) -> None:
+    """Write the record to `out` (if given) and print it as JSON on the last line."""
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record))

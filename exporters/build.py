@@ -98,6 +98,8 @@ def export_bundle(spec: ExportSpec, targets: list[str], out: str | Path, precisi
     with write_bundle(out, model, spec.signature()) as writer:
         if spec.reference_file is not None and "reference" not in writer.manifest.model:
             writer.set_reference(Path(spec.reference_file))
+        if "init_state" not in writer.manifest.signature:
+            writer.set_init_state({t.name: s.numpy() for t, s in zip(spec.state, spec.init_state(1))})
         for name in names:
             key = artifact_key(name, precision)
             staged = writer.stage(key)

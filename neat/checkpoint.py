@@ -1,13 +1,11 @@
 """Checkpoints are safetensors files with the model config in the metadata. Nothing is ever unpickled."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
-import torch
 
 from neat.config import NeatConfig
 from neat.errors import CheckpointError
@@ -16,14 +14,6 @@ from neat.model import NeatModel
 FORMAT = "neat-checkpoint"
 FORMAT_VERSION = "1"
 SHIPPED = Path(__file__).parent / "weights" / "tiny.safetensors"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_checkpoint(model: NeatModel, path: str | Path, info: dict | None = None) -> Path:

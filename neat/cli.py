@@ -56,7 +56,7 @@ def main(debug: bool) -> None:
 @click.option("--expert-steps", type=int, help="Stage 3 steps (Transformer² experts).")
 @click.option("--batch", type=int, help="Sequences per step.")
 def train(out: Path, preset: str, seed: int, **overrides) -> None:
-    """Train a NEAT model from scratch (about 15 minutes for tiny on 2 CPU cores) and save a checkpoint.
+    """Train a NEAT model from scratch (about 12 minutes for tiny on 2 CPU cores) and save a checkpoint.
 
     Data is built on this machine: standard-library prose and code, and generated grid-world images."""
     from neat.progress import rich_reporter
@@ -195,6 +195,81 @@ def verify_command(bundle: Path) -> None:
     outcomes = verify_bundle(bundle, spec, step=timed_step)
     _outcome_table(f"verify {bundle}", outcomes)
     _fail_on(outcomes, bundle)
+
+
+@main.command("info")
+@click.argument("bundle", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the profile and ranking as JSON.")
+def info_command(bundle: Path | None, as_json: bool) -> None:
+    """Show this machine's hardware profile and, for a BUNDLE, which artifact would run here and why
+    each other one would or would not."""
+    from runtimes.bundle import read_manifest
+    from runtimes.profile import detect
+    from runtimes.select import rank
+
+    profile = detect()
+    ranking = rank(read_manifest(bundle), profile, bundle) if bundle else []
+    chosen = next((c for c in ranking if c.usable and c.preferred), None)
+    if as_json:
+        click.echo(json.dumps({"profile": profile.to_dict(), "chosen": chosen.key if chosen else None,
+                               "ranking": [c.__dict__ for c in ranking]}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    p = profile
+    console.print(f"[bold]{p.os} {p.os_version} {p.arch}[/bold]  {p.cpu}, {p.cores} cores, "
+                  f"{p.memory_bytes / 2**30:.1f} GiB, ISA {' '.join(p.isa) or '-'}", highlight=False)
+    gpus = ", ".join(f"{d.name} (compute capability {d.compute_capability})" for d in p.cuda) or "none"
+    console.print(f"NVIDIA GPUs: {gpus}; Apple Silicon: {'yes' if p.apple_silicon else 'no'}", highlight=False)
+    libs = {k: v for k, v in p.libraries.items() if k != "onnxruntime_providers"}
+    console.print("runtime libraries: " + ", ".join(f"{k} {v}" for k, v in libs.items()), highlight=False)
+    if not bundle:
+        return
+    table = Table(title=f"{bundle}: preference order for a {p.kind} machine")
+    for col in ("", "artifact", "usable", "why"):
+        table.add_column(col)
+    for c in ranking:
+        mark = "→" if chosen is c else ""
+        usable = "[green]yes[/]" if c.usable and c.preferred else "[yellow]if asked[/]" if c.usable else "[red]no[/]"
+        table.add_row(mark, c.key, usable, c.reason)
+    console.print(table)
+
+
+@main.command("run")
+@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_BUNDLE)
+@click.option("--prompt", required=True, help="Text to continue.")
+@click.option("--max-bytes", default=200, show_default=True, help="Bytes to generate at most.")
+@click.option("--backend", help="Force an artifact (e.g. onnx-fp32), a target (onnx) or eager.")
+@click.option("--temperature", default=0.0, show_default=True, help="0 is greedy.")
+@click.option("--top-k", default=0, show_default=True, help="Sample from the k most likely tokens (0: all).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--autotune", is_flag=True, help="Time every usable artifact once and use the fastest.")
+@click.option("--images", type=click.Path(file_okay=False, path_type=Path), default=Path("neat-images"),
+              show_default=True, help="Where generated images are saved as PNG.")
+def run_command(bundle, prompt, max_bytes, backend, temperature, top_k, seed, autotune, images) -> None:
+    """Generate text from a bundle with the best artifact for this machine, streamed to stdout.
+    The backend used is reported on stderr; generated images are saved as PNG and their paths printed."""
+    import sys as _sys
+
+    import runtimes
+    from runtimes.images import save_png
+
+    session = runtimes.load(bundle, backend=backend, autotune=autotune)
+    click.echo(f"backend: {session.backend}", err=True)
+    saved = []
+
+    def on_image(img):
+        saved.append(save_png(images / f"image-{len(saved) + 1}.png", img))
+        click.echo(f"\n[image saved: {saved[-1]}]", err=True)
+
+    out = _sys.stdout.buffer
+    for piece in session.stream(prompt.encode(), max_bytes, temperature, top_k, seed, on_image=on_image):
+        out.write(piece)
+        out.flush()
+    out.write(b"\n")
+    out.flush()
 
 
 def _status(text: str):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Token ids: 256 bytes, then the specials, then the image codes.
 N_BYTES = 256

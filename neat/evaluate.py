@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from neat.config import FIRST_CODE_ID, N_BYTES, NeatConfig
-from neat.data import TaskStream, grid_stream, learn_codebook, sample_windows, text_stream
+from neat.data import TaskStream, grid_stream, sample_windows, text_stream
 from neat.model import NeatModel
 
 Step = Callable[[torch.Tensor, Sequence[torch.Tensor]], tuple[torch.Tensor, Sequence[torch.Tensor]]]

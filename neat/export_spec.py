@@ -38,6 +38,16 @@ def bits_per_byte(chunks, logits_per_chunk) -> float:
     return float(ce) / math.log(2)
 
 
+def token_layout(model: NeatModel) -> dict:
+    """What a runtime needs to turn tokens into bytes and images without the model code."""
+    from neat.config import BOI_ID, BOS_ID, EOI_ID, EOS_ID, FIRST_CODE_ID, PAD_ID
+
+    cfg = model.cfg
+    return {"bytes": 256, "pad": PAD_ID, "bos": BOS_ID, "eos": EOS_ID, "boi": BOI_ID, "eoi": EOI_ID,
+            "first_code": FIRST_CODE_ID, "codes": cfg.n_codes, "image_grid": cfg.image_grid,
+            "patch_px": cfg.patch_px, "codebook": model.codebook.codes.detach().tolist()}
+
+
 def neat_spec(checkpoint: str | Path | None = None, batch: tuple[int, int] = DEFAULT_BATCH,
               model: NeatModel | None = None) -> ExportSpec:
     """The export description of a NEAT checkpoint (default: the shipped tiny model)."""
@@ -65,5 +75,5 @@ def neat_spec(checkpoint: str | Path | None = None, batch: tuple[int, int] = DEF
         reference_file=None if model_given else path,
         fp32_scopes=FP32_SCOPES,
         info={"params": count_parameters(model), "chunk_len": T, "vocab_size": V,
-              "checkpoint": path.name, "experts": list(cfg.experts)},
+              "checkpoint": path.name, "experts": list(cfg.experts), "tokens": token_layout(model)},
     )

@@ -74,7 +74,7 @@ def _lr(step: int, total: int, peak: float) -> float:
 
 def sequence_loss(model: NeatModel, tokens: torch.Tensor, labels: torch.Tensor, alpha=None) -> tuple[torch.Tensor, dict]:
     """Loss of a (B, n*T + 1) window processed chunk by chunk with the state carried."""
-    T, cfg = model.cfg.chunk_len, model.cfg
+    T = model.cfg.chunk_len
     state = model.init_state(tokens.shape[0])
     ce_sum = disc_sum = disp_sum = 0.0
     n_chunks = (tokens.shape[1] - 1) // T

@@ -21,12 +21,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
+import numpy as np
+
 from runtimes.errors import BundleError, IntegrityError
 
 SCHEMA = "neat-bundle"
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 REFERENCE_DIR = "reference"  # the model's weights, when the bundle carries them
+INIT_STATE = "signature/init_state.safetensors"
 VERDICTS = ("passed", "failed", "not verified", "built, not executed")
 
 
@@ -187,6 +190,21 @@ def reference_path(bundle: Path, manifest: Manifest) -> Path | None:
     return path
 
 
+def read_init_state(bundle: Path, manifest: Manifest) -> list[np.ndarray]:
+    """The initial state tensors at batch 1, in signature order, after their integrity check."""
+    from safetensors.numpy import load_file
+
+    entry = manifest.signature.get("init_state")
+    if not entry:
+        raise BundleError(f"{bundle} records no initial state; re-export it with `neat export`")
+    f = FileEntry(**_check_file(entry, "signature.init_state"))
+    path = resolve_inside(bundle, f.path)
+    if not path.is_file() or path.stat().st_size != f.size or sha256_file(path) != f.sha256:
+        raise IntegrityError(f"{f.path} is missing or does not match its sha256; re-export the bundle")
+    tensors = load_file(str(path))
+    return [tensors[t["name"]] for t in manifest.signature["state"]]
+
+
 def verify_files(bundle: Path, artifact: Artifact) -> None:
     problems = file_problems(bundle, artifact)
     if problems:
@@ -249,6 +267,16 @@ class BundleWriter:
         self.manifest.model["reference"] = asdict(
             FileEntry(dst.relative_to(self.work).as_posix(), sha256_file(dst), dst.stat().st_size))
 
+    def set_init_state(self, tensors: dict) -> None:
+        """The state before the first chunk, at batch 1 (a runtime repeats it along the batch)."""
+        from safetensors.numpy import save_file
+
+        path = self.work / INIT_STATE
+        path.parent.mkdir(exist_ok=True)
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path))
+        self.manifest.signature["init_state"] = asdict(
+            FileEntry(INIT_STATE, sha256_file(path), path.stat().st_size))
+
     def commit(self) -> None:
         shutil.rmtree(self.work / ".staging", ignore_errors=True)
         self.manifest.updated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -278,7 +306,12 @@ def write_bundle(bundle: str | Path, model: dict, signature: dict) -> Iterator[B
         manifest = Manifest(model=model, signature=signature)
         if (bundle / MANIFEST).is_file():
             old = read_manifest(bundle)
-            if old.model.get("weights_sha256") == model.get("weights_sha256") and old.signature == signature:
+            same_signature = {k: v for k, v in old.signature.items() if k != "init_state"} == signature
+            if old.model.get("weights_sha256") == model.get("weights_sha256") and same_signature:
+                if (bundle / INIT_STATE).is_file() and "init_state" in old.signature:
+                    (work / INIT_STATE).parent.mkdir()
+                    shutil.copyfile(bundle / INIT_STATE, work / INIT_STATE)
+                    manifest.signature["init_state"] = old.signature["init_state"]
                 if (bundle / REFERENCE_DIR).is_dir() and "reference" in old.model:
                     shutil.copytree(bundle / REFERENCE_DIR, work / REFERENCE_DIR)
                     manifest.model["reference"] = old.model["reference"]

@@ -19,3 +19,7 @@ class BackendUnavailable(RuntimeLayerError):
 
 class EvaluationUnsupported(RuntimeLayerError):
     """An off-device evaluator met something it cannot compute: the artifact is "not verified", never passed."""
+
+
+class InputError(RuntimeLayerError, ValueError):
+    """An input does not match the bundle's signature (dtype, shape, batch bounds, token id range)."""

@@ -30,3 +30,16 @@ def shipped_eval(shipped_model) -> dict:
     from neat.evaluate import evaluate
 
     return evaluate(shipped_model)
+
+
+@pytest.fixture(scope="session")
+def neat_bundle(tmp_path_factory):
+    """`neat export all` of the shipped model, once per session: (bundle path, CLI result)."""
+    from click.testing import CliRunner
+
+    from neat.cli import main
+
+    out = tmp_path_factory.mktemp("neat") / "bundle"
+    res = CliRunner().invoke(main, ["export", "all", "--out", str(out), "--compute-capability", "8.9"],
+                             catch_exceptions=False)
+    return out, res

@@ -28,7 +28,8 @@ def tree_hashes(path):
 def test_round_trip_and_reverify(toy_bundle, toy):
     bundle, _ = toy_bundle
     manifest = read_manifest(bundle)
-    assert manifest.signature == toy.signature()
+    assert {k: v for k, v in manifest.signature.items() if k != "init_state"} == toy.signature()
+    assert manifest.signature["init_state"]["path"] == "signature/init_state.safetensors"
     assert manifest.model["weights_sha256"] == toy.weights_sha256
     outcomes = verify_bundle(bundle, toy)
     assert {o.target: o.verdict for o in outcomes} == {k.rsplit("-", 1)[0]: a.parity.verdict

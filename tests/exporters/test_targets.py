@@ -1,5 +1,4 @@
 """Every registered target, exercised with its real library on a non-NEAT module."""
-import json
 import platform
 
 import pytest

@@ -1,22 +1,12 @@
 """`neat export all` and `neat verify` on the shipped model, as a new user runs them (one export per session)."""
-import json
 
-import pytest
 from click.testing import CliRunner
 
 from neat.cli import main
-from runtimes.bundle import MANIFEST, read_manifest
+from runtimes.bundle import read_manifest
 
 EXPECTED = {"exported": "passed", "onnx": "passed", "cpu": "passed", "coreml": "passed",
             "tensorrt": "built, not executed"}
-
-
-@pytest.fixture(scope="session")
-def neat_bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("neat") / "bundle"
-    res = CliRunner().invoke(main, ["export", "all", "--out", str(out), "--compute-capability", "8.9"],
-                             catch_exceptions=False)
-    return out, res
 
 
 def test_export_all_verifies_every_artifact(neat_bundle):

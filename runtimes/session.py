@@ -1,0 +1,277 @@
+"""Loading a bundle for this machine, and the one Session interface every backend shares."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from runtimes.bundle import Manifest, read_init_state, read_manifest, reference_path, verify_files
+from runtimes.errors import BackendUnavailable, InputError
+from runtimes.profile import HardwareProfile, detect
+from runtimes.select import EAGER, Candidate, rank
+
+DTYPES = {"int32": np.int32, "float32": np.float32, "float16": np.float16}
+
+
+@dataclass
+class Choice:
+    """Which backend a Session runs on, and why: the chosen candidate and every one skipped before it."""
+
+    key: str
+    target: str
+    reason: str
+    skipped: list[Candidate] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"{self.key}: {self.reason}"]
+        lines += [f"  skipped {c.key}: {c.reason}" for c in self.skipped]
+        return "\n".join(lines)
+
+
+def _runner(bundle: Path, manifest: Manifest, cand: Candidate, profile: HardwareProfile) -> Callable:
+    if cand.target == EAGER:
+        from runtimes import eager
+
+        return eager.load(reference_path(bundle, manifest))
+    art = manifest.artifacts[cand.key]
+    verify_files(bundle, art)  # hashes checked right before loading anything executable
+    d = bundle / cand.key
+    if art.target == "exported":
+        from runtimes import exported
+
+        return exported.load(d)
+    if art.target == "onnx":
+        from runtimes import onnx
+
+        providers = [p for p in ("CUDAExecutionProvider",) if p in profile.libraries.get("onnxruntime_providers", [])]
+        return onnx.load(d, providers=providers + ["CPUExecutionProvider"])
+    if art.target in ("cpu", "cuda"):
+        from runtimes import aoti
+
+        return aoti.load(d, device=art.target)
+    if art.target == "tensorrt":
+        from runtimes import tensorrt
+
+        return tensorrt.load(d, art.requirements.get("flavour", ""))
+    if art.target == "coreml":
+        from runtimes import coreml
+
+        return coreml.load(d)
+    raise BackendUnavailable(f"no runtime for target {art.target}")
+
+
+def _fingerprint(profile: HardwareProfile, manifest: Manifest) -> str:
+    import hashlib
+    import json
+
+    blob = json.dumps([profile.to_dict(), manifest.model.get("weights_sha256"),
+                       sorted((k, [f.sha256 for f in a.files]) for k, a in manifest.artifacts.items())],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _autotune_cache() -> Path:
+    import os
+
+    return Path(os.environ.get("NEAT_CACHE_DIR", Path.home() / ".cache" / "neat")) / "autotune.json"
+
+
+def _autotune(bundle: Path, manifest: Manifest, ranked: list[Candidate], profile: HardwareProfile) -> list[Candidate]:
+    """Reorder the usable candidates fastest first, timing each briefly once per machine and bundle."""
+    import json
+
+    cache_path = _autotune_cache()
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    key = _fingerprint(profile, manifest)
+    if key not in cache:
+        timings = {}
+        for cand in ranked:
+            if not (cand.usable and cand.preferred):
+                continue
+            try:
+                session = Session(bundle, manifest, _runner(bundle, manifest, cand, profile),
+                                  Choice(cand.key, cand.target, cand.reason))
+                session.timed(1, runs=2)  # warm-up
+                timings[cand.key] = session.timed(1, runs=5)
+            except Exception:  # a candidate that fails here simply is not the fastest
+                continue
+        cache[key] = timings
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        cache_path.write_text(json.dumps(cache, indent=1))
+    timings = cache[key]
+    for cand in ranked:
+        if cand.key in timings:
+            cand.reason += f"; measured {timings[cand.key] * 1e3:.2f} ms per chunk"
+    return sorted(ranked, key=lambda c: (c.key not in timings, timings.get(c.key, 0.0)))
+
+
+def load(bundle: str | Path, backend: str | None = None, profile: HardwareProfile | None = None,
+         autotune: bool = False) -> "Session":
+    """Open a bundle on this machine: the best usable artifact, falling back along the preference chain.
+
+    backend: an artifact key ("onnx-fp32"), a target ("onnx"), or "eager", to force one (an error says
+    why it cannot run here). autotune: time every usable candidate briefly (once per machine and bundle,
+    cached in ~/.cache/neat/autotune.json) and take the fastest instead of the preference order."""
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    profile = profile or detect()
+    ranked = rank(manifest, profile, bundle)
+    if autotune and backend is None:
+        ranked = _autotune(bundle, manifest, ranked, profile)
+    if backend is not None:
+        wanted = [c for c in ranked if backend in (c.key, c.target)]
+        if not wanted:
+            raise BackendUnavailable(f"{bundle} has no artifact {backend!r}; it has "
+                                     f"{', '.join(c.key for c in ranked)}")
+        ranked = wanted
+    skipped: list[Candidate] = []
+    for cand in ranked:
+        if not cand.usable or (backend is None and not cand.preferred):
+            skipped.append(cand)
+            continue
+        try:
+            run = _runner(bundle, manifest, cand, profile)
+        except Exception as exc:  # a backend failing to load is a reason to fall back, not to stop
+            skipped.append(Candidate(cand.key, cand.target, False, f"failed to load: {type(exc).__name__}: {exc}"))
+            continue
+        return Session(bundle, manifest, run, Choice(cand.key, cand.target, cand.reason, skipped))
+    reasons = "; ".join(f"{c.key}: {c.reason}" for c in skipped)
+    raise BackendUnavailable(f"nothing in {bundle} can run here ({reasons})")
+
+
+class Session:
+    """run / new_state / generate / stream over one backend; inputs are checked before the backend sees them.
+    Calls are serialised by a lock, so one Session may be shared by several threads."""
+
+    def __init__(self, bundle: Path, manifest: Manifest, run: Callable, backend: Choice):
+        self.bundle, self.manifest, self.backend = bundle, manifest, backend
+        self._run, self._lock = run, threading.Lock()
+        sig = manifest.signature
+        self._inputs, self._state, self._outputs = sig["inputs"], sig["state"], sig["outputs"]
+        dyn = sig.get("dynamic", {}).get("batch", {"min": 1, "max": 1})
+        self.batch_bounds = (dyn["min"], dyn["max"])
+        self._init = read_init_state(bundle, manifest)
+        self.tokens = manifest.model.get("tokens", {})
+
+    # ----- state and one chunk -----------------------------------------------------------------------
+    def new_state(self, batch: int = 1) -> list[np.ndarray]:
+        self._check_batch(batch)
+        return [np.repeat(s, batch, axis=0) for s in self._init]
+
+    def _check_batch(self, batch: int) -> None:
+        lo, hi = self.batch_bounds
+        if not lo <= batch <= hi:
+            raise InputError(f"batch {batch} is outside this bundle's bounds {lo}..{hi}: split the batch, or "
+                             f"re-export with `neat export ... --batch {min(lo, batch)}:{max(hi, batch)}`")
+
+    def _check(self, arrays: list, infos: list[dict], what: str, batch: int | None) -> int:
+        if len(arrays) != len(infos):
+            raise InputError(f"expected {len(infos)} {what} tensors ({', '.join(i['name'] for i in infos)}), "
+                             f"got {len(arrays)}")
+        for a, info in zip(arrays, infos):
+            if not isinstance(a, np.ndarray):
+                raise InputError(f"{info['name']} must be a numpy array, got {type(a).__name__}")
+            want = DTYPES[info["dtype"]]
+            if a.dtype != want:
+                raise InputError(f"{info['name']} has dtype {a.dtype}, expected {info['dtype']}: "
+                                 f"convert with .astype(np.{info['dtype']})")
+            shape = tuple(info["shape"][1:])
+            if a.ndim != len(shape) + 1 or tuple(a.shape[1:]) != shape:
+                raise InputError(f"{info['name']} has shape {a.shape}, expected (batch, {', '.join(map(str, shape))})")
+            batch = a.shape[0] if batch is None else batch
+            if a.shape[0] != batch:
+                raise InputError(f"{info['name']} has batch {a.shape[0]}, the other inputs have {batch}")
+            if "range" in info and a.size:
+                lo, hi = info["range"]
+                if a.min() < lo or a.max() >= hi:
+                    raise InputError(f"{info['name']} holds ids outside [{lo}, {hi}) "
+                                     f"(min {a.min()}, max {a.max()})")
+        return batch
+
+    def run(self, tokens: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One chunk: tokens int32 (B, T) and the state -> logits (B, T, V) and the new state."""
+        batch = self._check([tokens], self._inputs, "input", None)
+        self._check_batch(batch)
+        self._check(list(state), self._state, "state", batch)
+        with self._lock:
+            outs = self._run(tokens, *state)
+        n = len(self._outputs)
+        return np.asarray(outs[0]), [np.asarray(s) for s in outs[n:]]
+
+    # ----- generation --------------------------------------------------------------------------------
+    def stream(self, prompt: bytes, max_new_bytes: int = 200, temperature: float = 0.0, top_k: int = 0,
+               seed: int = 0, on_image: Callable[[np.ndarray], None] | None = None) -> Iterator[bytes]:
+        """Yield generated bytes as they come. Each chunk of T tokens is committed to the state when full;
+        the current partial chunk is recomputed for every new byte (padding after it does not affect it,
+        the model is causal). Image spans are decoded through the visual codebook and given to on_image."""
+        if not prompt:
+            raise InputError("the prompt is empty: give at least one byte of text")
+        tok = self.tokens
+        T = self._inputs[0]["shape"][1]
+        rng = np.random.default_rng(seed)
+        state = self.new_state(1)
+        buf = list(prompt)
+        last = None
+        while len(buf) >= T:
+            logits, state = self.run(np.asarray([buf[:T]], np.int32), state)
+            last, buf = logits[0, -1], buf[T:]
+        image: list[int] = []
+        for _ in range(max_new_bytes):
+            if buf:
+                padded = np.asarray([buf + [tok.get("pad", 0)] * (T - len(buf))], np.int32)
+                logits, _ = self.run(padded, state)
+                last = logits[0, len(buf) - 1]
+            nxt = _sample(last, temperature, top_k, rng)
+            buf.append(nxt)
+            if len(buf) == T:
+                logits, state = self.run(np.asarray([buf], np.int32), state)
+                last, buf = logits[0, -1], []
+            if nxt == tok.get("eos"):
+                return
+            if nxt < tok.get("bytes", 256):
+                yield bytes([nxt])
+            elif nxt >= tok.get("first_code", 1 << 30):
+                image.append(nxt - tok["first_code"])
+            elif nxt == tok.get("eoi") and image:
+                if on_image is not None:
+                    on_image(self.decode_image(image))
+                image = []
+
+    def generate(self, prompt: bytes, max_new_bytes: int = 200, temperature: float = 0.0, top_k: int = 0,
+                 seed: int = 0, on_image: Callable[[np.ndarray], None] | None = None) -> bytes:
+        return b"".join(self.stream(prompt, max_new_bytes, temperature, top_k, seed, on_image))
+
+    def decode_image(self, codes: list[int]) -> np.ndarray:
+        """Image codes -> (H, W) grey image in [0, 1], through the bundle's visual codebook."""
+        tok = self.tokens
+        G, p = tok["image_grid"], tok["patch_px"]
+        book = np.asarray(tok["codebook"], np.float32)
+        cells = book[np.asarray(codes[: G * G] + [0] * max(0, G * G - len(codes)))].reshape(G, G, p, p)
+        return cells.transpose(0, 2, 1, 3).reshape(G * p, G * p)
+
+    def timed(self, batch: int = 1, runs: int = 5) -> float:
+        """Median seconds of one chunk at this batch (for autotuning and quick checks)."""
+        T = self._inputs[0]["shape"][1]
+        tokens = np.zeros((batch, T), np.int32)
+        state = self.new_state(batch)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            self.run(tokens, state)
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times))
+
+
+def _sample(logits: np.ndarray, temperature: float, top_k: int, rng: np.random.Generator) -> int:
+    logits = logits.astype(np.float64)
+    if temperature <= 0:
+        return int(logits.argmax())
+    if top_k > 0:
+        cut = np.sort(logits)[-top_k]
+        logits = np.where(logits < cut, -np.inf, logits)
+    p = np.exp((logits - logits.max()) / temperature)
+    return int(rng.choice(len(p), p=p / p.sum()))

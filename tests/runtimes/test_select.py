@@ -1,0 +1,115 @@
+"""Selection and fallback for Apple, NVIDIA and CPU-only machines (profiles are plain data)."""
+import shutil
+
+import pytest
+
+import runtimes
+from runtimes.bundle import read_manifest
+from runtimes.errors import BackendUnavailable
+from runtimes.profile import CudaDevice, HardwareProfile, detect
+from runtimes.select import rank
+
+
+@pytest.fixture(scope="module")
+def bundle(neat_bundle):
+    out, res = neat_bundle
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def linux_cpu(**changes) -> HardwareProfile:
+    here = detect()
+    base = dict(os="Linux", arch=here.arch, cpu="test CPU", isa=here.isa, cores=8, memory_bytes=2**34,
+                libraries={k: v for k, v in here.libraries.items() if k in ("torch", "aoti", "onnxruntime")})
+    return HardwareProfile(**{**base, **changes})
+
+
+def nvidia(cc: str) -> HardwareProfile:
+    here = detect()
+    libs = {**linux_cpu().libraries, "tensorrt_rtx": here.libraries.get("tensorrt_rtx", "1.7.1.116")}
+    return linux_cpu(cuda=(CudaDevice("RTX test GPU", cc, 2**34),), libraries=libs)
+
+
+def apple() -> HardwareProfile:
+    return HardwareProfile(os="Darwin", arch="arm64", cpu="Apple M3", isa=("neon",), apple_silicon=True,
+                           os_version="15.1", libraries={"torch": "2.13.0", "aoti": "2.13.0",
+                                                         "coremltools": "9.0", "onnxruntime": "1.31.1"})
+
+
+def order(ranking):
+    return [c.key for c in ranking]
+
+
+def test_cpu_machine_prefers_aotinductor_then_onnx(bundle):
+    ranking = rank(read_manifest(bundle), linux_cpu(), bundle)
+    usable = [c.key for c in ranking if c.usable and c.preferred]
+    assert usable == ["cpu-fp32", "onnx-fp32", "exported-fp32", "eager"]
+    skipped = {c.key: c.reason for c in ranking if not c.usable}
+    assert "no NVIDIA GPU" in skipped["tensorrt-fp32"] or "not installed" in skipped["tensorrt-fp32"]
+    assert "only on macOS" in skipped["coreml-fp32"]
+
+
+def test_nvidia_machine_prefers_tensorrt_when_the_engine_matches(bundle):
+    ranking = rank(read_manifest(bundle), nvidia("8.9"), bundle)
+    assert ranking[0].key == "tensorrt-fp32" and ranking[0].usable and ranking[0].preferred
+    other = rank(read_manifest(bundle), nvidia("9.0"), bundle)
+    trt = next(c for c in other if c.key == "tensorrt-fp32")
+    assert not trt.usable and "--compute-capability 9.0" in trt.reason
+    assert next(c for c in other if c.usable and c.preferred).key == "onnx-fp32"  # no cuda package: onnx next
+
+
+def test_apple_machine_prefers_coreml(bundle):
+    ranking = rank(read_manifest(bundle), apple(), bundle)
+    assert ranking[0].key == "coreml-fp32" and ranking[0].usable
+    cpu = next(c for c in ranking if c.key == "cpu-fp32")
+    assert not cpu.usable and "arm64" in cpu.reason  # an x86 AOTInductor package does not run on Apple Silicon
+
+
+def test_falls_back_when_the_first_choice_is_corrupted(bundle, tmp_path):
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    pkg = copy / "cpu-fp32" / "model.pt2"
+    pkg.write_bytes(pkg.read_bytes()[:-10])
+    session = runtimes.load(copy, profile=linux_cpu())
+    assert session.backend.key == "onnx-fp32"
+    assert any(c.key == "cpu-fp32" and "truncated" in c.reason for c in session.backend.skipped)
+
+
+def test_falls_back_when_requirements_do_not_match(bundle):
+    session = runtimes.load(bundle, profile=linux_cpu(isa=()))
+    cpu = next(c for c in session.backend.skipped if c.key == "cpu-fp32")
+    assert session.backend.key == "onnx-fp32" and "needs CPU features" in cpu.reason
+
+
+def test_forced_backend(bundle):
+    assert runtimes.load(bundle, backend="exported").backend.key == "exported-fp32"
+    assert runtimes.load(bundle, backend="eager").backend.key == "eager"
+    with pytest.raises(BackendUnavailable, match="CoreML runs only on macOS"):
+        runtimes.load(bundle, backend="coreml", profile=linux_cpu())
+    with pytest.raises(BackendUnavailable, match="has no artifact 'tflite'"):
+        runtimes.load(bundle, backend="tflite")
+
+
+def test_profile_override_by_environment(tmp_path, monkeypatch):
+    import json
+
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(apple().to_dict()))
+    monkeypatch.setenv("NEAT_PROFILE", str(path))
+    try:
+        assert detect(refresh=True).kind == "apple"
+    finally:
+        monkeypatch.delenv("NEAT_PROFILE")
+        detect(refresh=True)
+
+
+def test_autotune_measures_and_caches(bundle, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("NEAT_CACHE_DIR", str(tmp_path))
+    session = runtimes.load(bundle, autotune=True)
+    cache = json.loads((tmp_path / "autotune.json").read_text())
+    (timings,) = cache.values()
+    assert set(timings) >= {"cpu-fp32", "onnx-fp32", "exported-fp32", "eager"}
+    assert session.backend.key == min(timings, key=timings.get)
+    assert "measured" in session.backend.reason

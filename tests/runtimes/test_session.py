@@ -1,0 +1,133 @@
+"""The Session interface: input checks, threads, generation equality across artifacts, images."""
+import threading
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import runtimes
+from runtimes.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def bundle(neat_bundle):
+    out, res = neat_bundle
+    assert res.exit_code == 0, res.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def session(bundle):
+    return runtimes.load(bundle)
+
+
+def chunk(session, batch=1, seed=0):
+    T = session.manifest.signature["inputs"][0]["shape"][1]
+    return np.random.default_rng(seed).integers(0, 256, (batch, T)).astype(np.int32)
+
+
+def test_picks_the_aotinductor_package_on_this_cpu(session):
+    assert session.backend.key == "cpu-fp32"
+    assert "verification passed" in str(session.backend)  # the report says why it was chosen
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda s, t, st: (t.astype(np.int64), st), "dtype int64, expected int32"),
+    (lambda s, t, st: (t[:, :64], st), "expected (batch, 128)"),
+    (lambda s, t, st: (t + 300, st), "ids outside [0, 277)"),
+    (lambda s, t, st: (np.repeat(t, 5, 0), s.new_state(1) and [np.repeat(x, 5, 0) for x in st]), "outside this bundle's bounds 1..4"),
+    (lambda s, t, st: (t, st[:-1]), "expected 8 state tensors"),
+    (lambda s, t, st: (t, [st[0]] + [x[:, ..., :1] if x.ndim > 1 else x for x in st[1:]]), "has shape"),
+    (lambda s, t, st: (t.tolist(), st), "must be a numpy array"),
+    (lambda s, t, st: (t, s.new_state(2)), "has batch 2, the other inputs have 1"),
+])
+def test_bad_inputs_are_named_before_the_backend_sees_them(session, bad, message):
+    tokens, state = bad(session, chunk(session), session.new_state(1))
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        session.run(tokens, state)
+
+
+def test_empty_prompt_is_refused(session):
+    with pytest.raises(InputError, match="prompt is empty"):
+        session.generate(b"")
+
+
+def test_threads_give_the_same_results_as_serial_calls(session):
+    inputs = [chunk(session, 2, seed) for seed in range(4)]
+    serial = [session.run(t, session.new_state(2))[0] for t in inputs]
+    results = {}
+
+    def work(i):
+        for rep in range(3):
+            results[(i, rep)] = session.run(inputs[i], session.new_state(2))[0]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for (i, _), out in results.items():
+        assert np.array_equal(out, serial[i])
+
+
+PROMPT = b"def read_config(path):\n    \"\"\"Read the configuration file at path.\"\"\"\n    with open(path) as f:\n"
+
+
+def test_greedy_generation_is_identical_through_every_fp32_artifact(bundle):
+    texts = {}
+    for backend in ("eager", "exported-fp32", "onnx-fp32", "cpu-fp32"):
+        texts[backend] = runtimes.load(bundle, backend=backend).generate(PROMPT, max_new_bytes=40)
+    assert len(set(texts.values())) == 1, texts
+    assert len(texts["eager"]) > 0
+
+
+def test_generation_crosses_chunk_boundaries(session):
+    long_prompt = PROMPT * 3  # longer than one chunk: full chunks are committed to the state first
+    out = session.generate(long_prompt, max_new_bytes=20)
+    eager = runtimes.load(session.bundle, backend="eager").generate(long_prompt, max_new_bytes=20)
+    assert out == eager and len(out) == 20
+
+
+def test_sampling_is_reproducible_with_a_seed(session):
+    a = session.generate(PROMPT, 16, temperature=0.8, top_k=20, seed=3)
+    b = session.generate(PROMPT, 16, temperature=0.8, top_k=20, seed=3)
+    assert a == b
+
+
+def test_neat_run_streams_text_and_saves_drawn_images(bundle, tmp_path):
+    from neat.cli import main
+
+    prompt = "map:\n.A.#\n..H.\nK..D\n...G\ndraw: "
+    res = CliRunner().invoke(main, ["run", str(bundle), "--prompt", prompt, "--max-bytes", "30",
+                                    "--images", str(tmp_path / "img")])
+    assert res.exit_code == 0, res.output
+    assert "backend: cpu-fp32" in res.output
+    pngs = list((tmp_path / "img").glob("*.png"))
+    assert pngs and pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_neat_info_explains_the_choice(bundle):
+    from neat.cli import main
+
+    res = CliRunner().invoke(main, ["info", str(bundle)])
+    assert res.exit_code == 0, res.output
+    assert "cpu-fp32" in res.output and "only on macOS" in res.output and "no NVIDIA GPU" in res.output
+    import json
+
+    js = json.loads(CliRunner().invoke(main, ["info", str(bundle), "--json"]).output)
+    assert js["chosen"] == "cpu-fp32" and js["profile"]["os"]
+
+
+def test_the_embedding_example_needs_no_model_code(bundle):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).parents[2] / "examples" / "embed.py"
+    code = ("import runpy, sys; sys.argv = ['embed.py', %r, 'The module provides '];"
+            "runpy.run_path(%r, run_name='__main__'); "
+            "assert not [m for m in sys.modules if m == 'neat' or m.startswith('neat.')], 'neat was imported'"
+            ) % (str(bundle), str(example))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "backend: cpu-fp32" in res.stderr and len(res.stdout) > 20
