@@ -39,7 +39,7 @@ class NeatGroup(click.Group):
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 def main(debug: bool) -> None:
     """NEAT Deploy: export the NEAT model once to CoreML, TensorRT, ONNX and AOTInductor, verified
-    against the PyTorch reference, then pick, run and benchmark the right artifact for each machine."""
+    against the PyTorch reference, then pick and run the right artifact for each machine."""
     import warnings
 
     # torch's own deprecation notices while exporting; nothing a user of this tool can act on
@@ -246,15 +246,22 @@ def info_command(bundle: Path | None, as_json: bool) -> None:
 @click.option("--top-k", default=0, show_default=True, help="Sample from the k most likely tokens (0: all).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--autotune", is_flag=True, help="Time every usable artifact once and use the fastest.")
+@click.option("--compare", is_flag=True,
+              help="Generate greedily through every artifact that runs here and report where each first "
+                   "differs from the eager reference (fp16 and int8 artifacts may).")
 @click.option("--images", type=click.Path(file_okay=False, path_type=Path), default=Path("neat-images"),
               show_default=True, help="Where generated images are saved as PNG.")
-def run_command(bundle, prompt, max_bytes, backend, temperature, top_k, seed, autotune, images) -> None:
+def run_command(bundle, prompt, max_bytes, backend, temperature, top_k, seed, autotune, compare, images) -> None:
     """Generate text from a bundle with the best artifact for this machine, streamed to stdout.
     The backend used is reported on stderr; generated images are saved as PNG and their paths printed."""
     import sys as _sys
 
     import runtimes
     from runtimes.images import save_png
+
+    if compare:
+        _compare_generation(bundle, prompt.encode(), max_bytes)
+        return
 
     session = runtimes.load(bundle, backend=backend, autotune=autotune)
     click.echo(f"backend: {session.backend}", err=True)
@@ -270,6 +277,22 @@ def run_command(bundle, prompt, max_bytes, backend, temperature, top_k, seed, au
         out.flush()
     out.write(b"\n")
     out.flush()
+
+
+def _compare_generation(bundle: Path, prompt: bytes, max_bytes: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from runtimes.generation import compare_generation
+
+    rows = compare_generation(bundle, prompt, max_bytes)
+    table = Table(title=f"greedy generation of {max_bytes} bytes vs the eager reference")
+    for col in ("artifact", "first difference", "text"):
+        table.add_column(col)
+    for r in rows:
+        where = "identical" if r["first_difference"] is None else f"byte {r['first_difference']}"
+        table.add_row(r["key"], r["error"] or where, repr(r["text"][:60]))
+    Console().print(table)
 
 
 def _status(text: str):
