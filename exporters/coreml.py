@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import platform
 import warnings
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ RESERVED = {"state", "tensor", "fp16", "fp32", "int32", "bool", "list"}  # names
 class Settings:
     coreml_target: str = DEFAULT_TARGET   # minimum deployment target: iOS16..iOS18, macOS13..macOS15
     compute_units: str = "all"            # all | cpu_only | cpu_and_gpu | cpu_and_ne
+    coreml_state: bool = False            # float state as CoreML state (iOS18+/macOS15+, fp16, fixed batch)
+
+
+STATE_ORDER_KEY = "neat.signature"  # package metadata: full input/state/output order, for stateful packages
 
 
 def is_available() -> tuple[bool, str]:
@@ -49,6 +54,81 @@ def _target(ct, name: str):
         choices = ", ".join(t for t in dir(ct.target) if t[:3] in ("iOS", "mac"))
         raise ConversionError(f"unknown CoreML deployment target {name!r}; choose one of {choices}")
     return target
+
+
+class _Stateful:
+    """Builds a module whose float state lives in buffers that forward() updates in place: coremltools
+    turns those into CoreML states. Integer state (CoreML states are fp16 only) stays explicit I/O."""
+
+    @staticmethod
+    def wrap(spec, batch: int):
+        import torch
+
+        float_names = [t.name for t in spec.state if t.dtype.startswith("float")]
+        n_in = len(spec.inputs)
+
+        class Stateful(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = spec.module
+                for t, value in zip(spec.state, spec.init_state(batch)):
+                    if t.name in float_names:
+                        self.register_buffer(t.name, value.clone())
+
+            def forward(self, *args):
+                inputs, io_state = list(args[:n_in]), iter(args[n_in:])
+                state = [getattr(self, t.name) if t.name in float_names else next(io_state) for t in spec.state]
+                outs = self.inner(*inputs, *state)
+                n_out = len(spec.outputs)
+                io_new = []
+                for t, new in zip(spec.state, outs[n_out:]):
+                    if t.name in float_names:
+                        getattr(self, t.name).copy_(new)
+                    else:
+                        io_new.append(new)
+                return (*outs[:n_out], *io_new)
+
+        return Stateful().eval(), float_names
+
+
+def _check_stateful(ct, spec, precision: str, settings: Settings) -> None:
+    if precision != "fp16":
+        raise ConversionError("CoreML state holds fp16 only: export with --precision fp16 --coreml-state")
+    if spec.batch[0] != spec.batch[1]:
+        raise ConversionError("CoreML state has a fixed shape: export with a fixed batch, e.g. --batch 1")
+    if _target(ct, settings.coreml_target).value < ct.target.iOS18.value:
+        raise ConversionError(f"CoreML state needs iOS 18 / macOS 15 or newer, not {settings.coreml_target}: "
+                              "add --coreml-target iOS18")
+
+
+def convert_stateful(cap: Captured, precision: str, settings: Settings):
+    import coremltools as ct
+    import torch
+
+    spec = cap.spec
+    _check_stateful(ct, spec, precision, settings)
+    batch = spec.batch[0]
+    module, float_names = _Stateful.wrap(spec, batch)
+    io_infos = [t for t in spec.state if t.name not in float_names]
+    example = (*spec.random_inputs(batch, 0), *[s for t, s in zip(spec.state, spec.init_state(batch))
+                                                 if t.name not in float_names])
+    program = torch.export.export(module, example, strict=True).run_decompositions({})
+    inputs = [ct.TensorType(name=t.name, shape=(batch, *t.shape), dtype=_np_dtype(t.dtype))
+              for t in (*spec.inputs, *io_infos)]
+    outputs = [ct.TensorType(name=t.name, dtype=_np_dtype(t.dtype)) for t in spec.outputs]
+    outputs += [ct.TensorType(name=f"new_{t.name}", dtype=_np_dtype(t.dtype)) for t in io_infos]
+    states = [ct.StateType(wrapped_type=ct.TensorType(shape=(batch, *t.shape), dtype=_np_dtype("float16")),
+                           name=t.name) for t in spec.state if t.name in float_names]
+    compute_precision, _ = _precision(ct, precision, spec.fp32_scopes)
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        model = ct.convert(program, inputs=inputs, outputs=outputs, states=states, convert_to="mlprogram",
+                           minimum_deployment_target=_target(ct, settings.coreml_target),
+                           compute_precision=compute_precision,
+                           compute_units=getattr(ct.ComputeUnit, settings.compute_units.upper()))
+    ins, outs = spec.names
+    model.user_defined_metadata[STATE_ORDER_KEY] = json.dumps({"inputs": list(ins), "outputs": list(outs)})
+    return model
 
 
 def convert(cap: Captured, precision: str, settings: Settings):
@@ -116,7 +196,13 @@ def _np_dtype(name: str):
 
 
 def export(cap: Captured, out: Path, precision: str, settings: Settings) -> Built:
-    model = convert(cap, precision, settings)
+    try:
+        model = (convert_stateful if settings.coreml_state else convert)(cap, precision, settings)
+    except ConversionError:
+        raise
+    except Exception as exc:  # coremltools raises many kinds; all mean the program did not convert
+        raise ConversionError(f"coremltools could not convert {cap.spec.name} with CoreML state: "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
     model.save(str(out / PACKAGE))
     return Built(
         toolchain=versions("torch", "coremltools"),
@@ -126,7 +212,9 @@ def export(cap: Captured, out: Path, precision: str, settings: Settings) -> Buil
                   "compute_precision": ("fp16, fp32 for " + ", ".join(cap.spec.fp32_scopes)
                                         if precision == "fp16" and cap.spec.fp32_scopes else
                                         "fp16" if precision == "fp16" else "fp32"),
-                  "weights": "int8" if precision == "int8" else precision, "state": "explicit inputs/outputs"},
+                  "weights": "int8" if precision == "int8" else precision,
+                  "state": "CoreML state (fp16), integer state as inputs/outputs" if settings.coreml_state
+                  else "explicit inputs/outputs"},
     )
 
 

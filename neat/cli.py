@@ -157,6 +157,9 @@ def _fail_on(outcomes, out: Path) -> None:
 @click.option("--coreml-target", help="CoreML minimum deployment target, e.g. iOS17, macOS14, iOS18.")
 @click.option("--compute-units", type=click.Choice(["all", "cpu_only", "cpu_and_gpu", "cpu_and_ne"]),
               help="CoreML compute units.")
+@click.option("--coreml-state", is_flag=True, default=None,
+              help="CoreML: carry the float state (Titans memory etc.) as CoreML state instead of explicit "
+                   "inputs/outputs. Needs --precision fp16, a fixed --batch and --coreml-target iOS18.")
 @click.option("--compute-capability", "compute_capabilities", multiple=True,
               help="TensorRT for RTX without a GPU: build for these compute capabilities, e.g. 8.6 (repeatable).")
 @click.option("--max-autotune", is_flag=True, default=None, help="AOTInductor: benchmark kernel choices.")

@@ -29,7 +29,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.abs().amax(-1, keepdim=True).clamp(min=1e-3)  # (..., 1)
         y = x / s
-        return y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps / (s * s)) * self.weight
+        return y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps / s / s) * self.weight  # no s*s: fp16
 
 
 def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

@@ -5,6 +5,7 @@ model; there the saved program is checked by evaluating it in NumPy instead (run
 """
 from __future__ import annotations
 
+import json
 import platform
 from pathlib import Path
 
@@ -32,9 +33,22 @@ def load(artifact_dir: Path, compute_units: str = "all"):
     desc = model.get_spec().description
     inputs = [i.name for i in desc.input]
     outputs = [o.name for o in desc.output]
+    state_names = [s.name for s in desc.state]
+    if state_names:  # a stateful package: the same explicit interface, state written in and read back
+        signature = json.loads(desc.metadata.userDefined["neat.signature"])
+        inputs, outputs = signature["inputs"], signature["outputs"]
 
     def run(*arrays: np.ndarray) -> list[np.ndarray]:
-        result = model.predict({n: np.ascontiguousarray(a) for n, a in zip(inputs, arrays)})
+        feeds = {n: np.ascontiguousarray(a) for n, a in zip(inputs, arrays)}
+        if not state_names:
+            result = model.predict(feeds)
+        else:
+            state = model.make_state()
+            for n in state_names:
+                state.write_state(n, feeds.pop(n).astype(np.float16))
+            result = model.predict(feeds, state=state)
+            for n in state_names:
+                result[f"new_{n}"] = np.asarray(state.read_state(n), dtype=np.float32)
         return [np.asarray(result[n]) for n in outputs]
 
     return run

@@ -413,7 +413,12 @@ def op_histogram(prog):
 
 
 def load(package: str | Path):
-    """A runner over the saved package: run(*arrays) -> outputs in the model description's order."""
+    """A runner over the saved package: run(*arrays) -> outputs in the model description's order.
+
+    A stateful package (CoreML state) keeps the same explicit interface: the signature in its metadata
+    says where each state goes, the state values are fed into the program's states and read back out."""
+    import json
+
     spec, _ = read_spec(str(package))
     prog = load_mlpackage(str(package))
     missing = unsupported_ops(prog)
@@ -421,12 +426,20 @@ def load(package: str | Path):
         raise Unsupported(f"the NumPy evaluator cannot compute op(s) {', '.join(sorted(missing))}")
     inputs = [i.name for i in spec.description.input]
     outputs = [o.name for o in spec.description.output]
+    state_names = [s.name for s in spec.description.state]
+    signature = json.loads(spec.description.metadata.userDefined.get("neat.signature", "{}"))
+    if state_names:
+        inputs, outputs = signature["inputs"], signature["outputs"]
 
     def run(*arrays: np.ndarray) -> list[np.ndarray]:
+        feeds = dict(zip(inputs, arrays))
+        states = {n: feeds.pop(n) for n in state_names}
         try:
-            result = evaluate(prog, dict(zip(inputs, arrays)))
+            result = evaluate(prog, feeds, states=states if state_names else None)
         except RuntimeError as exc:
             raise Unsupported(str(exc)) from exc
+        for n in state_names:
+            result[f"new_{n}"] = np.asarray(states[n], dtype=np.float32)
         return [result[n] for n in outputs]
 
     return run

@@ -61,3 +61,23 @@ def test_tensorrt_engine_records_what_it_needs(toy_bundle):
         assert "timing.cache" in names and art.settings["timing_cache"] in ("created", "reused")
     else:  # TensorRT for RTX deprecated it: say so instead of pretending
         assert "timing.cache" not in names and art.settings["timing_cache"].startswith("not used")
+
+
+def test_coreml_state_keeps_the_same_explicit_interface(toy, tmp_path):
+    """Float state as CoreML state (iOS 18, fp16, fixed batch), checked through the same verification."""
+    from exporters.build import export_bundle
+    from runtimes.coreml_eval import read_spec
+    from toy import toy_spec
+
+    if not TARGETS["coreml"].is_available()[0]:
+        pytest.skip(TARGETS["coreml"].is_available()[1])
+    fixed = toy_spec(batch=(1, 1))
+    outcomes = export_bundle(fixed, ["coreml"], tmp_path / "b", "fp16",
+                             {"coreml_state": True, "coreml_target": "iOS18"})
+    assert outcomes[0].verdict == "passed", outcomes[0].message
+    spec, _ = read_spec(str(tmp_path / "b" / "coreml-fp16" / "model.mlpackage"))
+    assert [s.name for s in spec.description.state] == ["h"]
+    bad = export_bundle(toy, ["coreml"], tmp_path / "c", "fp16", {"coreml_state": True, "coreml_target": "iOS18"})
+    assert bad[0].verdict == "error" and "fixed batch" in bad[0].message
+    bad = export_bundle(fixed, ["coreml"], tmp_path / "d", "fp32", {"coreml_state": True, "coreml_target": "iOS18"})
+    assert bad[0].verdict == "error" and "fp16 only" in bad[0].message
