@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import platform
 import warnings
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ STATE_ORDER_KEY = "neat.signature"  # package metadata: full input/state/output 
 
 
 def is_available() -> tuple[bool, str]:
+    # off macOS coremltools logs that its native (prediction) parts are missing: expected here, not news
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
     try:
         import coremltools as ct
     except ImportError:

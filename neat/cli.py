@@ -282,6 +282,60 @@ def run_command(bundle, prompt, max_bytes, backend, temperature, top_k, seed, au
     out.flush()
 
 
+@main.command("bench")
+@click.argument("bundle", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--runs", default=50, show_default=True, help="Timed runs per artifact at batch 1 (after warm-up).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the full record.")
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False, path_type=Path), help="Write a Markdown table.")
+@click.option("--baseline", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A stored --json record: exit non-zero on a regression against it.")
+@click.option("--max-regression", default=10.0, show_default=True,
+              help="Allowed drop of an artifact's speed ratio to eager, in percent, before --baseline fails.")
+@click.option("--no-cold-start", is_flag=True, help="Skip the fresh-process cold-start measurement.")
+def bench_command(bundle, runs, json_out, md_out, baseline, max_regression, no_cold_start) -> None:
+    """Measure the eager reference and every artifact of BUNDLE that runs here, in one run: parity,
+    greedy generation equality, load and cold-start time, latency percentiles, throughput, peak memory,
+    speed as a ratio to eager. With no BUNDLE, the default bundle (exported first if it does not exist)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from runtimes.bench import bench, gate, markdown, save_json
+
+    if bundle is None:
+        bundle = DEFAULT_BUNDLE
+        if not (bundle / "manifest.json").is_file():
+            from exporters.build import export_bundle
+            from neat.export_spec import neat_spec
+            from neat.progress import timed_step
+
+            outcomes = export_bundle(neat_spec(), ["all"], bundle, step=timed_step)
+            _fail_on(outcomes, bundle)
+    console = Console(stderr=True)
+    with console.status("benchmarking") as status:
+        record = bench(bundle, runs=runs, cold_start=not no_cold_start,
+                       report=lambda key: status.update(f"benchmarking {key}"))
+    table = Table(title=f"neat bench {bundle} ({record['profile']['cpu']})")
+    for col in ("artifact", "p50 ms", "p99 ms", "vs eager", "bytes/s", "cold start", "max err", "argmax", "greedy"):
+        table.add_column(col)
+    for r in record["artifacts"]:
+        table.add_row(r["artifact"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['speedup_vs_eager']:.2f}x",
+                      f"{r['throughput_bytes_s']['1']:,.0f}",
+                      f"{r['cold_start_s']:.2f}s" if r["cold_start_s"] is not None else "-",
+                      f"{r['parity']['max_abs']:.1e}", f"{r['parity']['argmax']:.1%}",
+                      "same" if r["generation_equal"] else f"differs at {r['generation_first_difference']}")
+    Console().print(table)
+    if json_out:
+        save_json(record, json_out)
+    if md_out:
+        md_out.parent.mkdir(parents=True, exist_ok=True)
+        md_out.write_text(markdown(record))
+    if baseline:
+        problems = gate(record, json.loads(baseline.read_text()), max_regression)
+        if problems:
+            raise click.ClickException("regression against " + str(baseline) + ": " + "; ".join(problems))
+        click.echo(f"no regression against {baseline} (allowed speed drop {max_regression:g}%)", err=True)
+
+
 def _compare_generation(bundle: Path, prompt: bytes, max_bytes: int) -> None:
     from rich.console import Console
     from rich.table import Table

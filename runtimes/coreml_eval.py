@@ -14,6 +14,7 @@ backends do up to accumulation order). Results are returned in the declared outp
 """
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ from runtimes.errors import EvaluationUnsupported
 
 import numpy as np
 
+logging.getLogger("coremltools").setLevel(logging.ERROR)  # off macOS it logs its missing native parts
 with warnings.catch_warnings():  # coremltools warns about untested torch versions on import
     warnings.simplefilter("ignore")
     import coremltools as ct

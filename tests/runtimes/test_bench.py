@@ -1,0 +1,64 @@
+"""neat bench: the record, the Markdown view, and the baseline gate both ways (smoke: few runs, no timing
+thresholds, so the benchmark itself never breaks)."""
+import copy
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from runtimes.bench import bench, gate, markdown
+
+
+@pytest.fixture(scope="module")
+def record(neat_bundle):
+    out, res = neat_bundle
+    assert res.exit_code == 0, res.output
+    return bench(out, runs=3, warmup=1, generate_bytes=8)
+
+
+def test_record_covers_every_runnable_artifact(record):
+    names = [r["artifact"] for r in record["artifacts"]]
+    assert names[0] == "eager" and {"cpu-fp32", "onnx-fp32", "exported-fp32"} <= set(names)
+    for r in record["artifacts"]:
+        assert r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] and r["speedup_vs_eager"] > 0
+        assert r["throughput_bytes_s"]["1"] > 0 and r["throughput_bytes_s"]["4"] > 0
+        assert r["cold_start_s"] is not None and r["cold_start_s"] > 0 and r["peak_rss_mib"] > 10
+        assert r["parity"]["argmax"] == 1.0 and r["generation_equal"]
+    assert record["artifacts"][0]["speedup_vs_eager"] == 1.0
+    assert "| cpu-fp32 |" in markdown(record)
+
+
+def test_gate_passes_the_baseline_itself_and_catches_planted_regressions(record):
+    assert gate(record, record, 10) == []
+    slower = copy.deepcopy(record)
+    for r in slower["artifacts"]:
+        if r["artifact"] == "cpu-fp32":
+            r["speedup_vs_eager"] *= 0.5
+    problems = gate(slower, record, 10)
+    assert len(problems) == 1 and problems[0].startswith("cpu-fp32: speed")
+    worse = copy.deepcopy(record)
+    worse["artifacts"][1]["parity"]["argmax"] = 0.9
+    worse["artifacts"][1]["generation_equal"] = False
+    assert len(gate(worse, record, 10)) == 2
+    fewer = copy.deepcopy(record)
+    fewer["artifacts"] = fewer["artifacts"][:1]
+    assert any("not measured" in p for p in gate(fewer, record, 10))
+
+
+def test_cli_writes_json_and_markdown_and_gates(neat_bundle, tmp_path):
+    from neat.cli import main
+
+    out, _ = neat_bundle
+    args = ["bench", str(out), "--runs", "3", "--no-cold-start"]
+    res = CliRunner().invoke(main, args + ["--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["artifacts"][0]["artifact"] == "eager" and (tmp_path / "r.md").read_text().startswith("# neat bench")
+    res = CliRunner().invoke(main, args + ["--baseline", str(tmp_path / "r.json"), "--max-regression", "95"])
+    assert res.exit_code == 0, res.output
+    planted = copy.deepcopy(saved)
+    for r in planted["artifacts"][1:]:
+        r["speedup_vs_eager"] *= 100  # a baseline far faster than anything here: must fail
+    (tmp_path / "fast.json").write_text(json.dumps(planted))
+    res = CliRunner().invoke(main, args + ["--baseline", str(tmp_path / "fast.json")])
+    assert res.exit_code == 1 and "regression against" in res.output
