@@ -287,19 +287,21 @@ def run_command(bundle, prompt, max_bytes, backend, temperature, top_k, seed, au
 @click.option("--runs", default=50, show_default=True, help="Timed runs per artifact at batch 1 (after warm-up).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the full record.")
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False, path_type=Path), help="Write a Markdown table.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a PNG: latency and speed ratio per artifact (matplotlib).")
 @click.option("--baseline", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="A stored --json record: exit non-zero on a regression against it.")
 @click.option("--max-regression", default=10.0, show_default=True,
               help="Allowed drop of an artifact's speed ratio to eager, in percent, before --baseline fails.")
 @click.option("--no-cold-start", is_flag=True, help="Skip the fresh-process cold-start measurement.")
-def bench_command(bundle, runs, json_out, md_out, baseline, max_regression, no_cold_start) -> None:
+def bench_command(bundle, runs, json_out, md_out, plot_out, baseline, max_regression, no_cold_start) -> None:
     """Measure the eager reference and every artifact of BUNDLE that runs here, in one run: parity,
     greedy generation equality, load and cold-start time, latency percentiles, throughput, peak memory,
     speed as a ratio to eager. With no BUNDLE, the default bundle (exported first if it does not exist)."""
     from rich.console import Console
     from rich.table import Table
 
-    from runtimes.bench import bench, gate, markdown, save_json
+    from runtimes.bench import bench, gate, markdown, plot, save_json
 
     if bundle is None:
         bundle = DEFAULT_BUNDLE
@@ -329,6 +331,8 @@ def bench_command(bundle, runs, json_out, md_out, baseline, max_regression, no_c
     if md_out:
         md_out.parent.mkdir(parents=True, exist_ok=True)
         md_out.write_text(markdown(record))
+    if plot_out:
+        click.echo(f"plot: {plot(record, plot_out)}", err=True)
     if baseline:
         problems = gate(record, json.loads(baseline.read_text()), max_regression)
         if problems:

@@ -164,3 +164,36 @@ def markdown(record: dict) -> str:
 def save_json(record: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def plot(record: dict, path: Path) -> Path:
+    """Two panels: p50 latency (with p99 whiskers) and speed ratio to eager, per artifact (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from runtimes.errors import BackendUnavailable
+
+        raise BackendUnavailable('--plot needs matplotlib: pip install "neat-deploy[all]"') from None
+    rows = record["artifacts"]
+    names = [r["artifact"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    p50 = [r["p50_ms"] for r in rows]
+    whisk = [max(0.0, r["p99_ms"] - r["p50_ms"]) for r in rows]
+    left.bar(names, p50, yerr=[[0] * len(rows), whisk], color="#4C72B0", capsize=4)
+    left.set_ylabel("ms per chunk (p50, whisker p99)")
+    left.set_title(f"latency, batch 1, {record['chunk_len']} bytes")
+    right.bar(names, [r["speedup_vs_eager"] for r in rows], color="#55A868")
+    right.axhline(1.0, color="grey", linewidth=1, linestyle="--")
+    right.set_ylabel("speed vs eager (x)")
+    right.set_title("ratio to the eager reference, same run")
+    for ax in (left, right):
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle(f"neat bench: {record['model']} on {record['profile']['cpu']}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -50,8 +50,10 @@ def test_cli_writes_json_and_markdown_and_gates(neat_bundle, tmp_path):
 
     out, _ = neat_bundle
     args = ["bench", str(out), "--runs", "3", "--no-cold-start"]
-    res = CliRunner().invoke(main, args + ["--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")])
+    res = CliRunner().invoke(main, args + ["--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"),
+                                           "--plot", str(tmp_path / "r.png")])
     assert res.exit_code == 0, res.output
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["artifacts"][0]["artifact"] == "eager" and (tmp_path / "r.md").read_text().startswith("# neat bench")
     res = CliRunner().invoke(main, args + ["--baseline", str(tmp_path / "r.json"), "--max-regression", "95"])
