@@ -123,12 +123,16 @@ def convert_stateful(cap: Captured, precision: str, settings: Settings):
     states = [ct.StateType(wrapped_type=ct.TensorType(shape=(batch, *t.shape), dtype=_np_dtype("float16")),
                            name=t.name) for t in spec.state if t.name in float_names]
     compute_precision, _ = _precision(ct, precision, spec.fp32_scopes)
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        model = ct.convert(program, inputs=inputs, outputs=outputs, states=states, convert_to="mlprogram",
-                           minimum_deployment_target=_target(ct, settings.coreml_target),
-                           compute_precision=compute_precision,
-                           compute_units=getattr(ct.ComputeUnit, settings.compute_units.upper()))
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            model = ct.convert(program, inputs=inputs, outputs=outputs, states=states, convert_to="mlprogram",
+                               minimum_deployment_target=_target(ct, settings.coreml_target),
+                               compute_precision=compute_precision,
+                               compute_units=getattr(ct.ComputeUnit, settings.compute_units.upper()))
+    except Exception as exc:  # coremltools raises many kinds; all mean the program did not convert
+        raise ConversionError(f"coremltools could not convert {spec.name} with CoreML state: "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
     ins, outs = spec.names
     model.user_defined_metadata[STATE_ORDER_KEY] = json.dumps({"inputs": list(ins), "outputs": list(outs)})
     return model
@@ -199,13 +203,7 @@ def _np_dtype(name: str):
 
 
 def export(cap: Captured, out: Path, precision: str, settings: Settings) -> Built:
-    try:
-        model = (convert_stateful if settings.coreml_state else convert)(cap, precision, settings)
-    except ConversionError:
-        raise
-    except Exception as exc:  # coremltools raises many kinds; all mean the program did not convert
-        raise ConversionError(f"coremltools could not convert {cap.spec.name} with CoreML state: "
-                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    model = (convert_stateful if settings.coreml_state else convert)(cap, precision, settings)
     model.save(str(out / PACKAGE))
     return Built(
         toolchain=versions("torch", "coremltools"),

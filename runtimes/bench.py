@@ -44,20 +44,6 @@ def _percentiles(seconds: list[float]) -> dict:
             "p99_ms": float(np.percentile(ms, 99))}
 
 
-def _latencies(session: Session, batch: int, runs: int, warmup: int) -> list[float]:
-    T = session.manifest.signature["inputs"][0]["shape"][1]
-    tokens = np.random.default_rng(0).integers(0, 256, (batch, T)).astype(np.int32)
-    state = session.new_state(batch)
-    for _ in range(warmup):
-        session.run(tokens, state)
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        session.run(tokens, state)
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def _parity(session: Session, reference: Session, chunks: int = 2) -> dict:
     T = session.manifest.signature["inputs"][0]["shape"][1]
     rng = np.random.default_rng(7)
@@ -100,8 +86,8 @@ def bench(bundle: str | Path, runs: int = 50, warmup: int = 5, cold_start: bool 
         t0 = time.perf_counter()
         session = reference if key == EAGER else load(bundle, backend=key)
         load_s = time.perf_counter() - t0
-        lat1 = _latencies(session, 1, runs, warmup)
-        latmax = _latencies(session, max_batch, max(5, runs // 5), 2) if max_batch > 1 else lat1
+        lat1 = session.latencies(1, runs, warmup)
+        latmax = session.latencies(max_batch, max(5, runs // 5), 2) if max_batch > 1 else lat1
         text = ref_text if key == EAGER else session.generate(GENERATE_PROMPT, generate_bytes)
         cold, peak = _cold_start(bundle, key) if cold_start else (None, None)
         row = {"artifact": key, "load_s": load_s, **_percentiles(lat1),

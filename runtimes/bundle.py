@@ -159,35 +159,39 @@ def read_manifest(bundle: str | Path) -> Manifest:
     return parse_manifest(path.read_text(), str(path))
 
 
+def entry_problem(bundle: Path, f: FileEntry) -> str:
+    """How one file differs from its manifest entry ('' when intact)."""
+    try:
+        path = resolve_inside(bundle, f.path)
+    except IntegrityError as exc:
+        return str(exc)
+    if not path.is_file():
+        return f"{f.path} is missing"
+    if path.stat().st_size != f.size:
+        return f"{f.path} is {path.stat().st_size} bytes, the manifest says {f.size} (truncated or replaced)"
+    if sha256_file(path) != f.sha256:
+        return f"{f.path} does not match its sha256 (corrupted or modified)"
+    return ""
+
+
+def _checked_entry(bundle: Path, raw: dict, where: str) -> Path:
+    """The path of a single-file manifest entry, after its integrity check."""
+    f = FileEntry(**_check_file(raw, where))
+    problem = entry_problem(bundle, f)
+    if problem:
+        raise IntegrityError(f"{problem}; re-export the bundle with `neat export`")
+    return resolve_inside(bundle, f.path)
+
+
 def file_problems(bundle: Path, artifact: Artifact) -> list[str]:
     """Every way the artifact's files differ from the manifest (empty when intact)."""
-    problems = []
-    for f in artifact.files:
-        try:
-            path = resolve_inside(bundle, f.path)
-        except IntegrityError as exc:
-            problems.append(str(exc))
-            continue
-        if not path.is_file():
-            problems.append(f"{f.path} is missing")
-        elif path.stat().st_size != f.size:
-            problems.append(f"{f.path} is {path.stat().st_size} bytes, the manifest says {f.size} (truncated or replaced)")
-        elif sha256_file(path) != f.sha256:
-            problems.append(f"{f.path} does not match its sha256 (corrupted or modified)")
-    return problems
+    return [p for p in (entry_problem(bundle, f) for f in artifact.files) if p]
 
 
 def reference_path(bundle: Path, manifest: Manifest) -> Path | None:
     """The bundle's reference weights after their integrity check, or None when it carries none."""
     entry = manifest.model.get("reference")
-    if not entry:
-        return None
-    f = FileEntry(**_check_file(entry, "model.reference"))
-    path = resolve_inside(bundle, f.path)
-    if not path.is_file() or path.stat().st_size != f.size or sha256_file(path) != f.sha256:
-        raise IntegrityError(f"the bundle's reference weights {f.path} are missing or do not match their sha256; "
-                             "re-export the bundle with `neat export`")
-    return path
+    return _checked_entry(bundle, entry, "model.reference") if entry else None
 
 
 def read_init_state(bundle: Path, manifest: Manifest) -> list[np.ndarray]:
@@ -197,11 +201,7 @@ def read_init_state(bundle: Path, manifest: Manifest) -> list[np.ndarray]:
     entry = manifest.signature.get("init_state")
     if not entry:
         raise BundleError(f"{bundle} records no initial state; re-export it with `neat export`")
-    f = FileEntry(**_check_file(entry, "signature.init_state"))
-    path = resolve_inside(bundle, f.path)
-    if not path.is_file() or path.stat().st_size != f.size or sha256_file(path) != f.sha256:
-        raise IntegrityError(f"{f.path} is missing or does not match its sha256; re-export the bundle")
-    tensors = load_file(str(path))
+    tensors = load_file(str(_checked_entry(bundle, entry, "signature.init_state")))
     return [tensors[t["name"]] for t in manifest.signature["state"]]
 
 

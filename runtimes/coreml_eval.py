@@ -401,19 +401,6 @@ def evaluate(prog, feeds: dict, prefer_builtin: bool = False, stats: Stats | Non
     return out
 
 
-def op_histogram(prog):
-    h = {}
-
-    def walk(block):
-        for op in block.operations:
-            h[op.op_type] = h.get(op.op_type, 0) + 1
-            for b in op.blocks:
-                walk(b)
-
-    walk(prog.functions["main"])
-    return dict(sorted(h.items(), key=lambda kv: -kv[1]))
-
-
 def load(package: str | Path):
     """A runner over the saved package: run(*arrays) -> outputs in the model description's order.
 

@@ -253,17 +253,23 @@ class Session:
         cells = book[np.asarray(codes[: G * G] + [0] * max(0, G * G - len(codes)))].reshape(G, G, p, p)
         return cells.transpose(0, 2, 1, 3).reshape(G * p, G * p)
 
-    def timed(self, batch: int = 1, runs: int = 5) -> float:
-        """Median seconds of one chunk at this batch (for autotuning and quick checks)."""
+    def latencies(self, batch: int = 1, runs: int = 5, warmup: int = 0) -> list[float]:
+        """Seconds per chunk call at this batch, after `warmup` untimed calls (random byte tokens)."""
         T = self._inputs[0]["shape"][1]
-        tokens = np.zeros((batch, T), np.int32)
+        tokens = np.random.default_rng(0).integers(0, 256, (batch, T)).astype(np.int32)
         state = self.new_state(batch)
+        for _ in range(warmup):
+            self.run(tokens, state)
         times = []
         for _ in range(runs):
             t0 = time.perf_counter()
             self.run(tokens, state)
             times.append(time.perf_counter() - t0)
-        return float(np.median(times))
+        return times
+
+    def timed(self, batch: int = 1, runs: int = 5) -> float:
+        """Median seconds of one chunk at this batch (for autotuning and quick checks)."""
+        return float(np.median(self.latencies(batch, runs)))
 
 
 def _sample(logits: np.ndarray, temperature: float, top_k: int, rng: np.random.Generator) -> int:
