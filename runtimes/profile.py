@@ -34,7 +34,7 @@ class HardwareProfile:
     cuda: tuple[CudaDevice, ...] = ()
     apple_silicon: bool = False
     os_version: str = ""
-    libraries: dict = field(default_factory=dict)  # name -> version, for the ones that import and work
+    libraries: dict = field(default_factory=dict)  # name -> version (torch: installed; the others: import and work)
 
     @property
     def kind(self) -> str:
@@ -77,7 +77,51 @@ def _memory() -> int:
         return 0
 
 
+def _cuda_devices_driver() -> tuple[CudaDevice, ...] | None:
+    """The GPUs the NVIDIA driver reports (libcuda through ctypes, no PyTorch import); () when there is no
+    driver, None when the driver is there but a query failed."""
+    import ctypes
+    import ctypes.util
+
+    name = "nvcuda.dll" if platform.system() == "Windows" else "libcuda.so.1"
+    try:
+        cuda = ctypes.CDLL(name)
+    except OSError:
+        found = ctypes.util.find_library("cuda")
+        if not found:
+            return ()
+        try:
+            cuda = ctypes.CDLL(found)
+        except OSError:
+            return ()
+    try:
+        count, out = ctypes.c_int(0), []
+        if cuda.cuInit(0) != 0:
+            return ()  # a driver without a usable GPU (CUDA_ERROR_NO_DEVICE and the like)
+        if cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return None
+        for i in range(count.value):
+            dev, major, minor = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(0)
+            label, total = ctypes.create_string_buffer(256), ctypes.c_size_t(0)
+            calls = (cuda.cuDeviceGet(ctypes.byref(dev), i),
+                     cuda.cuDeviceGetName(label, 256, dev),
+                     cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev),  # COMPUTE_CAPABILITY_MAJOR
+                     cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev),  # COMPUTE_CAPABILITY_MINOR
+                     cuda.cuDeviceTotalMem_v2(ctypes.byref(total), dev))
+            if any(calls):
+                return None
+            out.append(CudaDevice(label.value.decode(errors="replace"), f"{major.value}.{minor.value}", total.value))
+        return tuple(out)
+    except (AttributeError, OSError):
+        return None
+
+
 def _cuda_devices() -> tuple[CudaDevice, ...]:
+    """GPUs from the driver directly (fast: no PyTorch import on the cold-start path); PyTorch only when
+    the driver is present but could not be queried that way."""
+    found = _cuda_devices_driver()
+    if found is not None:
+        return found
     try:
         import torch
 
@@ -92,17 +136,24 @@ def _cuda_devices() -> tuple[CudaDevice, ...]:
         return ()
 
 
+def _installed_version(module: str) -> str | None:
+    """The installed version of a top-level module's distribution, without importing it."""
+    import importlib.metadata
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        return None
+    try:
+        return importlib.metadata.version(module)
+    except importlib.metadata.PackageNotFoundError:  # installed under another distribution name
+        return getattr(importlib.import_module(module), "__version__", "unknown")
+
+
 def _libraries() -> dict:
     libs: dict = {}
-    try:
-        import torch
-
-        libs["torch"] = torch.__version__.split("+")[0]
-        import torch._inductor  # noqa: F401
-
-        libs["aoti"] = libs["torch"]
-    except ImportError:
-        pass
+    torch_version = _installed_version("torch")  # read from the package metadata: importing torch costs ~1 s
+    if torch_version:
+        libs["torch"] = libs["aoti"] = torch_version.split("+")[0]  # AOTInductor ships inside torch
     try:
         import onnxruntime as ort
 
