@@ -86,7 +86,6 @@ def eval_command(checkpoint: Path | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"NEAT {report['model']}: held-out evaluation")
@@ -100,7 +99,7 @@ def eval_command(checkpoint: Path | None, as_json: bool) -> None:
                   f"{report['image_majority_accuracy']:.1%}", "most frequent code")
     table.add_row("dispatch accuracy", f"{report['dispatch_accuracy']:.1%}",
                   f"{report['dispatch_majority_accuracy']:.1%}", "majority class")
-    Console().print(table)
+    _console().print(table)
 
 
 def _parse_batch(value: str) -> tuple[int, int]:
@@ -115,7 +114,6 @@ def _parse_batch(value: str) -> tuple[int, int]:
 
 
 def _outcome_table(title: str, outcomes) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
@@ -131,7 +129,7 @@ def _outcome_table(title: str, outcomes) -> None:
             f"{w['argmax']:.1%}" if "argmax" in w else "-",
             f"[{colours.get(o.verdict, 'yellow')}]{o.verdict}[/]",
         )
-    console = Console()
+    console = _console()
     console.print(table)
     for o in outcomes:
         if o.message:
@@ -217,10 +215,9 @@ def info_command(bundle: Path | None, as_json: bool) -> None:
         click.echo(json.dumps({"profile": profile.to_dict(), "chosen": chosen.key if chosen else None,
                                "ranking": [c.__dict__ for c in ranking]}, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = _console()
     p = profile
     console.print(f"[bold]{p.os} {p.os_version} {p.arch}[/bold]  {p.cpu}, {p.cores} cores, "
                   f"{p.memory_bytes / 2**30:.1f} GiB, ISA {' '.join(p.isa) or '-'}", highlight=False)
@@ -293,15 +290,19 @@ def run_command(bundle, prompt, max_bytes, backend, temperature, top_k, seed, au
               help="A stored --json record: exit non-zero on a regression against it.")
 @click.option("--max-regression", default=10.0, show_default=True,
               help="Allowed drop of an artifact's speed ratio to eager, in percent, before --baseline fails.")
-@click.option("--no-cold-start", is_flag=True, help="Skip the fresh-process cold-start measurement.")
+@click.option("--no-cold-start", is_flag=True,
+              help="Skip the fresh-process measurements: each artifact's cold start and torch.compile's first "
+                   "call (about a minute on a small CPU).")
 def bench_command(bundle, runs, json_out, md_out, plot_out, baseline, max_regression, no_cold_start) -> None:
     """Measure the eager reference and every artifact of BUNDLE that runs here, in one run: parity,
-    greedy generation equality, load and cold-start time, latency percentiles, throughput, peak memory,
-    speed as a ratio to eager. With no BUNDLE, the default bundle (exported first if it does not exist)."""
+    bits per byte on held-out text, greedy generation equality, load and cold-start time, latency
+    percentiles, throughput, peak memory, speed as a ratio to eager, the share of this machine's measured
+    limit (matmul rate, memory bandwidth) each reaches, and torch.compile's first call for comparison.
+    With no BUNDLE, the default bundle (exported first if it does not exist)."""
     from rich.console import Console
     from rich.table import Table
 
-    from runtimes.bench import bench, gate, markdown, plot, save_json
+    from runtimes.bench import bench, compile_line, gate, limits_line, markdown, plot, save_json, target_lines
 
     if bundle is None:
         bundle = DEFAULT_BUNDLE
@@ -317,15 +318,20 @@ def bench_command(bundle, runs, json_out, md_out, plot_out, baseline, max_regres
         record = bench(bundle, runs=runs, cold_start=not no_cold_start,
                        report=lambda key: status.update(f"benchmarking {key}"))
     table = Table(title=f"neat bench {bundle} ({record['profile']['cpu']})")
-    for col in ("artifact", "p50 ms", "p99 ms", "vs eager", "bytes/s", "cold start", "max err", "argmax", "greedy"):
+    for col in ("artifact", "p50 ms", "p99 ms", "vs eager", "% of limit", "bytes/s", "cold start", "max err",
+                "argmax", "bits/byte", "greedy"):
         table.add_column(col)
     for r in record["artifacts"]:
         table.add_row(r["artifact"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['speedup_vs_eager']:.2f}x",
-                      f"{r['throughput_bytes_s']['1']:,.0f}",
+                      f"{r['roofline']['limit_fraction']:.0%}", f"{r['throughput_bytes_s']['1']:,.0f}",
                       f"{r['cold_start_s']:.2f}s" if r["cold_start_s"] is not None else "-",
-                      f"{r['parity']['max_abs']:.1e}", f"{r['parity']['argmax']:.1%}",
+                      f"{r['parity']['max_abs']:.1e}", f"{r['parity']['argmax']:.1%}", f"{r['bits_per_byte']:.3f}",
                       "same" if r["generation_equal"] else f"differs at {r['generation_first_difference']}")
-    Console().print(table)
+    out = _console()
+    out.print(table)
+    for line in [limits_line(record), compile_line(record), f"chosen artifact here: {record['chosen']}",
+                 *target_lines(record)]:
+        out.print(line, highlight=False)
     if json_out:
         save_json(record, json_out)
     if md_out:
@@ -341,7 +347,6 @@ def bench_command(bundle, runs, json_out, md_out, plot_out, baseline, max_regres
 
 
 def _compare_generation(bundle: Path, prompt: bytes, max_bytes: int) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from runtimes.generation import compare_generation
@@ -353,7 +358,18 @@ def _compare_generation(bundle: Path, prompt: bytes, max_bytes: int) -> None:
     for r in rows:
         where = "identical" if r["first_difference"] is None else f"byte {r['first_difference']}"
         table.add_row(r["key"], r["error"] or where, repr(r["text"][:60]))
-    Console().print(table)
+    _console().print(table)
+
+
+def _console():
+    """Standard output for tables: the terminal's width, or 160 columns in logs (CI), where rich would
+    squeeze a wide table into 80."""
+    import os
+
+    from rich.console import Console
+
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(width=160) if wide else Console()
 
 
 def _status(text: str):

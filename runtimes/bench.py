@@ -1,24 +1,24 @@
 """The benchmark: every artifact runnable here against the eager reference, in one run.
 
-Per artifact: parity on random chunks with the state carried (max abs/rel error, cosine, argmax), greedy
-generation equality, load time, cold start (a fresh process: start to first result) and that process's
-peak memory, latency p50/p90/p99 after warm-up at batch 1, throughput at batch 1 and at the largest batch
-the bundle allows, and speed as a ratio to the eager reference measured in the same run.
-A baseline record turns it into a regression gate (`gate`).
+Per artifact: parity on random chunks with the state carried (max abs/rel error, cosine, argmax), bits per
+byte on held-out text, greedy generation equality, load time, cold start (a fresh process: start to first
+result) and that process's peak memory, latency p50/p90/p99 at batch 1 after warm-up (each artifact in its
+own process, taking turns: `timing`), throughput at batch 1 and at the largest batch the bundle allows, speed as a ratio to the
+eager reference measured in the same run, and the share of this machine's limit each reaches (`roofline`).
+torch.compile's first call is measured too: it is what the artifacts replace (`coldstart`).
+A baseline record turns it into a regression gate (`gate`); `targets` checks the speed targets.
 """
 from __future__ import annotations
 
 import json
-import platform
-import subprocess
-import sys
-import time
+import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from runtimes.bundle import read_manifest
+from runtimes import coldstart, roofline, timing
+from runtimes.bundle import read_manifest, reference_path
 from runtimes.generation import first_difference
 from runtimes.parity import compare
 from runtimes.profile import detect
@@ -26,16 +26,7 @@ from runtimes.select import EAGER, rank
 from runtimes.session import Session, load
 
 GENERATE_PROMPT = b"The module provides functions for "
-COLD_START = """
-import sys, time
-t0 = time.perf_counter()
-import numpy as np, runtimes
-s = runtimes.load(sys.argv[1], backend=sys.argv[2])
-T = s.manifest.signature["inputs"][0]["shape"][1]
-s.run(np.zeros((1, T), np.int32), s.new_state(1))
-import resource
-print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
+HELD_OUT_CHUNKS = 8  # per held-out text (prose, code), state carried across them
 
 
 def _percentiles(seconds: list[float]) -> dict:
@@ -58,16 +49,27 @@ def _parity(session: Session, reference: Session, chunks: int = 2) -> dict:
     return worst
 
 
-def _cold_start(bundle: Path, key: str) -> tuple[float | None, float | None]:
-    """(seconds from process start to first result, peak RSS of that process in MiB)."""
-    t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", COLD_START, str(bundle), key], capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if res.returncode != 0:
-        return None, None
-    peak = int(res.stdout.split()[-1])
-    scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return wall, peak * scale / 2**20
+def held_out_text(T: int) -> list[np.ndarray]:
+    """One (1, HELD_OUT_CHUNKS*T + 1) window per held-out text (prose and code the model never trained on)."""
+    from neat.data import text_stream
+
+    return [text_stream(task, held_out=True).tokens[None, :HELD_OUT_CHUNKS * T + 1] for task in ("prose", "code")]
+
+
+def bits_per_byte(session: Session, texts: list[np.ndarray]) -> float:
+    """Mean next-byte cross-entropy in bits over the held-out windows, chunk by chunk with the state carried."""
+    T = session.manifest.signature["inputs"][0]["shape"][1]
+    total, count = 0.0, 0
+    for window in texts:
+        state = session.new_state(1)
+        for c in range((window.shape[1] - 1) // T):
+            logits, state = session.run(window[:, c * T:(c + 1) * T].astype(np.int32), state)
+            z = logits[0].astype(np.float64)
+            z -= z.max(-1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+            total -= logp[np.arange(T), window[0, c * T + 1:(c + 1) * T + 1]].sum()
+            count += T
+    return total / count / np.log(2)
 
 
 def bench(bundle: str | Path, runs: int = 50, warmup: int = 5, cold_start: bool = True,
@@ -78,31 +80,74 @@ def bench(bundle: str | Path, runs: int = 50, warmup: int = 5, cold_start: bool 
     T = manifest.signature["inputs"][0]["shape"][1]
     max_batch = manifest.signature.get("dynamic", {}).get("batch", {}).get("max", 1)
     keys = [EAGER] + [c.key for c in rank(manifest, profile, bundle) if c.usable and c.key != EAGER]
+    report("this machine's matmul rate and memory bandwidth")
+    machine = roofline.measure_machine()
     reference = load(bundle, backend=EAGER)
+    work = roofline.measure_work(reference_path(bundle, manifest), reference.new_state(1), T,
+                                 manifest.signature["outputs"][0]["shape"][-1])
     ref_text = reference.generate(GENERATE_PROMPT, generate_bytes)
+    texts = held_out_text(T)
+    report("starting one worker process per artifact")
+    with timing.Workers(bundle, keys) as workers:
+        report("latency at batch 1, every artifact taking turns")
+        lat1 = workers.latencies(1, runs, warmup)
+        report(f"latency at batch {max_batch}")
+        latmax = workers.latencies(max_batch, max(5, runs // 5), 2) if max_batch > 1 else lat1
+        load_s = workers.load_s
+    machine = roofline.best_of(machine, roofline.measure_machine())
     rows = []
     for key in keys:
         report(key)
-        t0 = time.perf_counter()
         session = reference if key == EAGER else load(bundle, backend=key)
-        load_s = time.perf_counter() - t0
-        lat1 = session.latencies(1, runs, warmup)
-        latmax = session.latencies(max_batch, max(5, runs // 5), 2) if max_batch > 1 else lat1
         text = ref_text if key == EAGER else session.generate(GENERATE_PROMPT, generate_bytes)
-        cold, peak = _cold_start(bundle, key) if cold_start else (None, None)
-        row = {"artifact": key, "load_s": load_s, **_percentiles(lat1),
-               "throughput_bytes_s": {"1": T / float(np.median(lat1)),
-                                      str(max_batch): max_batch * T / float(np.median(latmax))},
-               "parity": _parity(session, reference), "generation_equal": text == ref_text,
-               "generation_first_difference": first_difference(text, ref_text),
-               "cold_start_s": cold, "peak_rss_mib": peak}
+        cold, peak = coldstart.artifact(bundle, key) if cold_start else (None, None)
+        precision = "fp32" if key == EAGER else manifest.artifacts[key].precision
+        median = float(np.median(lat1[key]))
+        row = {"artifact": key, "precision": precision, "load_s": load_s[key], **_percentiles(lat1[key]),
+               "throughput_bytes_s": {"1": T / median,
+                                      str(max_batch): max_batch * T / float(np.median(latmax[key]))},
+               "parity": _parity(session, reference), "bits_per_byte": bits_per_byte(session, texts),
+               "generation_equal": text == ref_text, "generation_first_difference": first_difference(text, ref_text),
+               "cold_start_s": cold, "peak_rss_mib": peak, "roofline": roofline.fraction(work, machine, precision, median)}
         rows.append(row)
     eager_p50 = rows[0]["p50_ms"]
     for row in rows:
         row["speedup_vs_eager"] = eager_p50 / row["p50_ms"]
-    return {"benchmark": "neat-bench", "bundle": str(bundle), "model": manifest.model.get("name"),
-            "chunk_len": T, "max_batch": max_batch, "runs": runs, "profile": profile.to_dict(),
-            "versions": {k: v for k, v in profile.libraries.items() if isinstance(v, str)}, "artifacts": rows}
+    record = {"benchmark": "neat-bench", "bundle": str(bundle), "model": manifest.model.get("name"),
+              "chunk_len": T, "max_batch": max_batch, "runs": runs, "profile": profile.to_dict(),
+              "versions": {k: v for k, v in profile.libraries.items() if isinstance(v, str)},
+              "machine_limits": machine, "work_per_chunk": work, "held_out_bytes": sum(t.shape[1] - 1 for t in texts),
+              "artifacts": rows, "chosen": load(bundle).backend.key, "torch_compile": None}
+    if cold_start:
+        report("torch.compile first call (fresh process, empty compile cache, then warm)")
+        with tempfile.TemporaryDirectory(prefix="neat-bench-inductor-") as cache:
+            record["torch_compile"] = coldstart.torch_compile(bundle, Path(cache))
+    record["targets"] = targets(record)
+    return record
+
+
+def targets(record: dict) -> list[dict]:
+    """The speed targets for the best CPU artifact (batch 1, one chunk, same run), each measured or None."""
+    rows = {r["artifact"]: r for r in record["artifacts"]}
+    compiled = [r for r in record["artifacts"] if not r["artifact"].startswith(("eager", "onnx"))]
+    best = min(compiled, key=lambda r: r["p50_ms"], default=None)
+    onnx = min((r for r in record["artifacts"] if r["artifact"].startswith("onnx")), key=lambda r: r["p50_ms"],
+               default=None)
+    chosen = rows.get(record.get("chosen"), {})
+    tc = record.get("torch_compile") or {}
+
+    def item(name, measured, goal, unit):
+        return {"target": name, "measured": measured, "goal": goal, "unit": unit,
+                "met": None if measured is None else (measured < goal if unit == "s" else measured >= goal)}
+
+    return [
+        item(f"best compiled artifact ({best['artifact'] if best else '-'}) vs eager", best and best["speedup_vs_eager"], 2.0, "x"),
+        item("best compiled artifact vs ONNX Runtime", best and onnx and onnx["p50_ms"] / best["p50_ms"], 1.2, "x"),
+        item(f"cold start of the chosen artifact ({record.get('chosen')})", chosen.get("cold_start_s"), 3.0, "s"),
+        item("torch.compile first call / chosen cold start",
+             tc.get("first_call_s") and chosen.get("cold_start_s") and tc["first_call_s"] / chosen["cold_start_s"],
+             5.0, "x"),
+    ]
 
 
 def gate(record: dict, baseline: dict, max_regression_pct: float) -> list[str]:
@@ -124,6 +169,9 @@ def gate(record: dict, baseline: dict, max_regression_pct: float) -> list[str]:
         if row["parity"]["max_abs"] > 10 * base["parity"]["max_abs"] + 1e-6:
             problems.append(f"{row['artifact']}: max abs error {row['parity']['max_abs']:.2e}, baseline "
                             f"{base['parity']['max_abs']:.2e}")
+        if base.get("bits_per_byte") and row.get("bits_per_byte", 0) > base["bits_per_byte"] * 1.01:
+            problems.append(f"{row['artifact']}: {row['bits_per_byte']:.4f} bits per byte on held-out text, "
+                            f"baseline {base['bits_per_byte']:.4f} (more than 1% worse)")
         if base.get("generation_equal") and not row["generation_equal"]:
             problems.append(f"{row['artifact']}: greedy generation now differs from the reference at byte "
                             f"{row['generation_first_difference']}")
@@ -132,18 +180,49 @@ def gate(record: dict, baseline: dict, max_regression_pct: float) -> list[str]:
     return problems
 
 
+def target_lines(record: dict) -> list[str]:
+    out = []
+    for t in record.get("targets", []):
+        got = "not measured" if t["measured"] is None else f"{t['measured']:.2f}{t['unit']}"
+        verdict = {True: "met", False: "MISSED", None: "-"}[t["met"]]
+        goal = f"< {t['goal']:g} s" if t["unit"] == "s" else f">= {t['goal']:g}x"
+        out.append(f"{t['target']}: {got} (target {goal}): {verdict}")
+    return out
+
+
+def limits_line(record: dict) -> str:
+    m, w = record["machine_limits"], record["work_per_chunk"]
+    return (f"machine limits measured in this run: {m['matmul_flops_s'] / 1e9:.0f} GFLOP/s fp32 matmul, "
+            f"{m['bandwidth_bytes_s'] / 1e9:.1f} GB/s memory copy ({m['library']}); one chunk is "
+            f"{w['flops'] / 1e6:.0f} MFLOP and moves at least {w['bytes']['fp32'] / 1e6:.1f} MB at fp32")
+
+
+def compile_line(record: dict) -> str:
+    tc = record.get("torch_compile")
+    if not tc:
+        return "torch.compile first call: not measured (--no-cold-start)"
+    if tc["first_call_s"] is None:
+        return f"torch.compile first call: failed ({tc['error']})"
+    return (f"torch.compile first call in a fresh process: {tc['first_call_s']:.1f} s with an empty compile cache, "
+            f"{tc['warm_cache_first_call_s']:.1f} s with a warm one")
+
+
 def markdown(record: dict) -> str:
     lines = [f"# neat bench: {record['model']} ({record['profile']['cpu']}, {record['profile']['cores']} cores)", "",
-             f"| artifact | p50 ms | p99 ms | vs eager | bytes/s b1 | bytes/s b{record['max_batch']} | "
-             "cold start s | peak MiB | max abs err | argmax | greedy equal |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"| artifact | p50 ms | p99 ms | vs eager | % of limit | bytes/s b1 | bytes/s b{record['max_batch']} | "
+             "cold start s | peak MiB | max abs err | argmax | bits/byte | greedy equal |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in record["artifacts"]:
         tp = r["throughput_bytes_s"]
         cold = f"{r['cold_start_s']:.2f}" if r["cold_start_s"] is not None else "-"
         peak = f"{r['peak_rss_mib']:.0f}" if r["peak_rss_mib"] is not None else "-"
         lines.append(f"| {r['artifact']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['speedup_vs_eager']:.2f}x | "
-                     f"{tp['1']:,.0f} | {tp[str(record['max_batch'])]:,.0f} | {cold} | {peak} | "
-                     f"{r['parity']['max_abs']:.1e} | {r['parity']['argmax']:.1%} | {r['generation_equal']} |")
+                     f"{r['roofline']['limit_fraction']:.0%} | {tp['1']:,.0f} | {tp[str(record['max_batch'])]:,.0f} | "
+                     f"{cold} | {peak} | {r['parity']['max_abs']:.1e} | {r['parity']['argmax']:.1%} | "
+                     f"{r['bits_per_byte']:.3f} | {r['generation_equal']} |")
+    lines += ["", limits_line(record) + ".", "", compile_line(record) + ".", "",
+              f"Chosen artifact on this machine: {record['chosen']}.", ""]
+    lines += [f"- {line}" for line in target_lines(record)]
     return "\n".join(lines) + "\n"
 
 

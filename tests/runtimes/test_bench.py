@@ -24,8 +24,39 @@ def test_record_covers_every_runnable_artifact(record):
         assert r["throughput_bytes_s"]["1"] > 0 and r["throughput_bytes_s"]["4"] > 0
         assert r["cold_start_s"] is not None and r["cold_start_s"] > 0 and r["peak_rss_mib"] > 10
         assert r["parity"]["argmax"] == 1.0 and r["generation_equal"]
+        # fp32 artifacts score the held-out text as the reference does (the shipped model: ~2.5 bits/byte)
+        assert 1.0 < r["bits_per_byte"] < 4.0
+        assert abs(r["bits_per_byte"] - record["artifacts"][0]["bits_per_byte"]) < 1e-3
+        assert 0 < r["roofline"]["limit_fraction"] <= 1.0 and r["roofline"]["bound_ms"] < r["p50_ms"]
     assert record["artifacts"][0]["speedup_vs_eager"] == 1.0
-    assert "| cpu-fp32 |" in markdown(record)
+    assert record["machine_limits"]["matmul_flops_s"] > 1e9 and record["machine_limits"]["bandwidth_bytes_s"] > 1e8
+    work = record["work_per_chunk"]
+    assert work["flops"] > 1e8 and work["bytes"]["int8"] < work["bytes"]["fp16"] < work["bytes"]["fp32"]
+    assert record["chosen"] == "cpu-fp32"
+    tc = record["torch_compile"]
+    assert tc["error"] is None and tc["first_call_s"] > tc["warm_cache_first_call_s"] > 0
+    assert len(record["targets"]) == 4 and all(t["measured"] is not None for t in record["targets"])
+    text = markdown(record)
+    assert "| cpu-fp32 |" in text and "torch.compile first call" in text and "GFLOP/s" in text
+
+
+def test_roofline_fraction_is_the_bound_over_the_latency():
+    from runtimes.roofline import fraction
+
+    work = {"flops": 2e9, "bytes": {"fp32": 4e8, "fp16": 2e8}}
+    machine = {"matmul_flops_s": 1e11, "bandwidth_bytes_s": 1e10}
+    compute = fraction(work, machine, "fp32", 0.08)  # bound max(20 ms compute, 40 ms memory) = 40 ms
+    assert compute["bound_by"] == "memory" and compute["limit_fraction"] == pytest.approx(0.5)
+    half = fraction(work, machine, "fp16", 0.04)  # fp16 moves half the bytes: bound 20 ms either way
+    assert half["limit_fraction"] == pytest.approx(0.5) and half["gflops_s"] == pytest.approx(50)
+
+
+def test_a_worker_that_cannot_load_names_the_artifact(neat_bundle):
+    from runtimes.timing import Workers
+
+    out, _ = neat_bundle
+    with pytest.raises(RuntimeError, match="worker for no-such-artifact failed: BackendUnavailable"):
+        Workers(out, ["eager", "no-such-artifact"])
 
 
 def test_gate_passes_the_baseline_itself_and_catches_planted_regressions(record):
@@ -40,6 +71,9 @@ def test_gate_passes_the_baseline_itself_and_catches_planted_regressions(record)
     worse["artifacts"][1]["parity"]["argmax"] = 0.9
     worse["artifacts"][1]["generation_equal"] = False
     assert len(gate(worse, record, 10)) == 2
+    vaguer = copy.deepcopy(record)
+    vaguer["artifacts"][1]["bits_per_byte"] *= 1.05
+    assert len(gate(vaguer, record, 10)) == 1 and "bits per byte" in gate(vaguer, record, 10)[0]
     fewer = copy.deepcopy(record)
     fewer["artifacts"] = fewer["artifacts"][:1]
     assert any("not measured" in p for p in gate(fewer, record, 10))

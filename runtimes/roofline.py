@@ -1,0 +1,93 @@
+"""How close an artifact comes to this machine's limits, measured in the same run as the benchmark.
+
+Machine: the peak matrix-multiply rate (best of several large fp32 matmuls through PyTorch's BLAS, NumPy's
+when PyTorch is absent) and the memory bandwidth (best of several copies of a buffer far larger than the
+caches, counting the bytes read and written), with the threads the artifacts run with.
+Model: FLOPs per chunk (PyTorch's FlopCounterMode over one eager forward at batch 1: matmuls and attention)
+and the fewest bytes a chunk must move: every dense weight once at the artifact's precision, the
+embedding rows it gathers, the state read and written, the tokens in and the logits out.
+An artifact's fraction of the limit is the roofline bound max(FLOPs / peak, bytes / bandwidth) divided by its
+measured median latency: 100% would be a chunk as fast as this machine can possibly run it.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}
+MATMUL_N = 2048
+COPY_BYTES = 256 * 2**20
+
+
+def _best(fn, repeats: int) -> float:
+    fn()  # warm-up: page faults, thread pool start
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def measure_machine(repeats: int = 5) -> dict:
+    """{'matmul_flops_s', 'bandwidth_bytes_s', 'library', 'threads'} for this machine, now."""
+    try:
+        import torch
+
+        a, b = torch.randn(MATMUL_N, MATMUL_N), torch.randn(MATMUL_N, MATMUL_N)
+        src, dst = torch.ones(COPY_BYTES // 4), torch.empty(COPY_BYTES // 4)
+        mm, copy = (lambda: torch.mm(a, b)), (lambda: dst.copy_(src))
+        library, threads = f"torch {torch.__version__}", torch.get_num_threads()
+    except ImportError:
+        rng = np.random.default_rng(0)
+        a, b = rng.standard_normal((MATMUL_N, MATMUL_N), np.float32), rng.standard_normal((MATMUL_N, MATMUL_N), np.float32)
+        src, dst = np.ones(COPY_BYTES // 4, np.float32), np.empty(COPY_BYTES // 4, np.float32)
+        mm, copy = (lambda: a @ b), (lambda: np.copyto(dst, src))
+        library, threads = f"numpy {np.__version__}", None
+    return {"matmul_flops_s": 2 * MATMUL_N**3 / _best(mm, repeats),
+            "bandwidth_bytes_s": 2 * COPY_BYTES / _best(copy, repeats),
+            "matmul": f"fp32 {MATMUL_N}x{MATMUL_N} @ {MATMUL_N}x{MATMUL_N}", "copy_bytes": COPY_BYTES,
+            "library": library, "threads": threads}
+
+
+def best_of(*measured: dict) -> dict:
+    """The highest rate and bandwidth of several measurements (taken before and after the artifacts ran, so
+    that a moment of interference on a shared machine does not pass for the machine's limit)."""
+    out = dict(measured[0])
+    out["matmul_flops_s"] = max(m["matmul_flops_s"] for m in measured)
+    out["bandwidth_bytes_s"] = max(m["bandwidth_bytes_s"] for m in measured)
+    return out
+
+
+def measure_work(weights: Path, state: list[np.ndarray], chunk_len: int, vocab: int) -> dict:
+    """FLOPs per chunk and the fewest bytes a chunk moves, per weight precision, for the reference model."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from neat.checkpoint import load_checkpoint
+
+    model = load_checkpoint(weights).eval()
+    tokens = torch.zeros((1, chunk_len), dtype=torch.int32)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(tokens, *[torch.from_numpy(s) for s in state])
+    tables = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    table_ids = {id(m.weight) for m in tables}
+    dense = sum(p.numel() for p in model.parameters() if id(p) not in table_ids)
+    dense += sum(b.numel() for b in model.buffers() if b.is_floating_point())
+    fixed = (chunk_len * sum(m.embedding_dim for m in tables) * 4         # gathered embedding rows, fp32
+             + 2 * sum(s.nbytes for s in state)                            # state in and out
+             + chunk_len * 4 + chunk_len * vocab * 4)                      # tokens in, logits out
+    return {"flops": int(counter.get_total_flops()), "dense_weights": dense,
+            "bytes": {p: dense * n + fixed for p, n in BYTES_PER_WEIGHT.items()}}
+
+
+def fraction(work: dict, machine: dict, precision: str, seconds: float) -> dict:
+    """What one chunk in `seconds` achieves, and the share of the roofline bound that is."""
+    moved = work["bytes"].get(precision, work["bytes"]["fp32"])
+    bound = max(work["flops"] / machine["matmul_flops_s"], moved / machine["bandwidth_bytes_s"])
+    return {"gflops_s": work["flops"] / seconds / 1e9, "gbytes_s": moved / seconds / 1e9,
+            "bound_ms": bound * 1e3, "limit_fraction": bound / seconds,
+            "bound_by": "compute" if work["flops"] / machine["matmul_flops_s"] >= moved / machine["bandwidth_bytes_s"]
+            else "memory"}
