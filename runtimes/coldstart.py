@@ -8,11 +8,23 @@ job) unless `cache_dir` is given: measured a second time with the same directory
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+PEAK = """
+def _peak_bytes():
+    # VmHWM: this process's own peak. ru_maxrss is not: on Linux it keeps the parent's peak across fork+exec.
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        import resource, sys
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss if sys.platform == "darwin" else rss * 1024
+print(_peak_bytes())
+"""
 
 ARTIFACT = """
 import sys, time
@@ -20,9 +32,7 @@ import numpy as np, runtimes
 s = runtimes.load(sys.argv[1], backend=sys.argv[2])
 T = s.manifest.signature["inputs"][0]["shape"][1]
 s.run(np.zeros((1, T), np.int32), s.new_state(1))
-import resource
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
+""" + PEAK
 
 TORCH_COMPILE = """
 import sys
@@ -36,9 +46,7 @@ model = torch.compile(load_checkpoint(reference_path(bundle, manifest)).eval())
 T = manifest.signature["inputs"][0]["shape"][1]
 with torch.no_grad():
     model(torch.zeros((1, T), dtype=torch.int32), *[torch.from_numpy(s) for s in read_init_state(bundle, manifest)])
-import resource
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
+""" + PEAK
 
 
 def _measure(script: str, args: list[str], env: dict | None = None) -> tuple[float | None, float | None, str]:
@@ -48,9 +56,8 @@ def _measure(script: str, args: list[str], env: dict | None = None) -> tuple[flo
                          env={**os.environ, **(env or {})})
     wall = time.perf_counter() - t0
     if res.returncode != 0:
-        return None, None, (res.stderr.strip().splitlines() or ["exit code %d" % res.returncode])[-1]
-    scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return wall, int(res.stdout.split()[-1]) * scale / 2**20, ""
+        return None, None, (res.stderr.strip().splitlines() or [f"exit code {res.returncode}"])[-1]
+    return wall, int(res.stdout.split()[-1]) / 2**20, ""
 
 
 def artifact(bundle: Path, key: str) -> tuple[float | None, float | None]:
