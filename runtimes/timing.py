@@ -3,88 +3,91 @@
 Several runtimes in one process disturb each other's timings: ONNX Runtime's threads spin between calls
 and take the cores that the OpenMP threads of PyTorch and AOTInductor want, so whichever ran just before
 changes the result (measured here: cpu-fp32 2.9 ms alone, up to 4.9 ms beside an ONNX Runtime session).
-So every artifact gets a worker process, and the workers take turns in rounds: only one runs at a time, the
-others wait blocked on their pipe, and a noisy neighbour or a clock change during the run slows every
-artifact alike, so the ratios between them stay comparable.
+So every artifact gets a worker process (`python -m runtimes.timing BUNDLE KEY`, JSON lines on its stdin
+and stdout: nothing of the caller's program is re-imported), and the workers take turns in rounds: only one
+runs at a time while the others wait blocked on their pipe, and a noisy neighbour or a clock change during
+the run slows every artifact alike, so the ratios between them stay comparable.
 """
 from __future__ import annotations
 
-import multiprocessing
+import json
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
-ROUNDS = 5
-
-
-def _worker(conn, bundle: str, key: str) -> None:
-    try:
-        from runtimes.session import load
-
-        t0 = time.perf_counter()
-        session = load(bundle, backend=key)
-        conn.send(("ready", time.perf_counter() - t0))
-        while (job := conn.recv()) is not None:
-            batch, runs, warmup = job
-            conn.send(("ok", session.latencies(batch, runs, warmup)))
-    except Exception as exc:  # reported to the parent, which raises it there
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        conn.close()
+ROUNDS = 10
 
 
 class Workers:
     """One process per artifact key, each with the bundle loaded; `latencies` takes turns across them."""
 
     def __init__(self, bundle: Path, keys: list[str]):
-        ctx = multiprocessing.get_context("spawn")  # a clean interpreter: no threads or state inherited
-        self.procs, self.conns, self.load_s = {}, {}, {}
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.errors: dict[str, IO[str]] = {}
+        self.load_s: dict[str, float] = {}
         try:
             for key in keys:
-                parent, child = ctx.Pipe()
-                self.procs[key] = ctx.Process(target=_worker, args=(child, str(bundle), key), daemon=True)
-                self.procs[key].start()
-                child.close()
-                self.conns[key] = parent
+                self.errors[key] = tempfile.TemporaryFile(mode="w+")
+                self.procs[key] = subprocess.Popen(
+                    [sys.executable, "-m", "runtimes.timing", str(bundle), key], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, stderr=self.errors[key], text=True, bufsize=1)
                 self.load_s[key] = self._reply(key)  # one at a time: loading does not overlap a measurement
         except BaseException:
             self.close()
             raise
 
     def _reply(self, key: str):
-        try:
-            status, value = self.conns[key].recv()
-        except EOFError:
-            raise RuntimeError(f"the benchmark worker for {key} exited unexpectedly") from None
-        if status == "error":
-            raise RuntimeError(f"the benchmark worker for {key} failed: {value}")
-        return value
+        line = self.procs[key].stdout.readline()
+        if not line:
+            self.errors[key].seek(0)
+            last = (self.errors[key].read().strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"the benchmark worker for {key} failed: {last}")
+        return json.loads(line)
 
     def latencies(self, batch: int, runs: int, warmup: int) -> dict[str, list[float]]:
         """Seconds per chunk at this batch for every artifact: `warmup` untimed calls each, then `runs`
         timed calls split over ROUNDS in which every artifact takes its turn (one untimed call first)."""
         rounds = max(1, min(ROUNDS, runs))
-        out: dict[str, list[float]] = {key: [] for key in self.conns}
-        jobs = [(batch, 0, warmup)] + [(batch, -(-runs // rounds), 1)] * rounds
+        out: dict[str, list[float]] = {key: [] for key in self.procs}
+        jobs = [[batch, 0, warmup]] + [[batch, -(-runs // rounds), 1]] * rounds
         for job in jobs:
-            for key, conn in self.conns.items():
-                conn.send(job)
+            for key, proc in self.procs.items():
+                proc.stdin.write(json.dumps(job) + "\n")
                 out[key] += self._reply(key)
         return out
 
     def close(self) -> None:
-        for key, conn in self.conns.items():
-            try:
-                conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
-            conn.close()
         for proc in self.procs.values():
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.kill()
+            if proc.poll() is None:
+                try:
+                    proc.stdin.close()  # end of input: the worker exits
+                    proc.wait(timeout=10)
+                except (OSError, subprocess.TimeoutExpired):
+                    proc.kill()
+        for f in self.errors.values():
+            f.close()
 
-    def __enter__(self) -> "Workers":
+    def __enter__(self) -> Workers:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _serve(bundle: str, key: str) -> None:
+    """The worker: load, say how long it took, then answer [batch, runs, warmup] lines with latencies."""
+    from runtimes.session import load
+
+    t0 = time.perf_counter()
+    session = load(bundle, backend=key)
+    print(json.dumps(time.perf_counter() - t0), flush=True)
+    for line in sys.stdin:
+        batch, runs, warmup = json.loads(line)
+        print(json.dumps(session.latencies(batch, runs, warmup)), flush=True)
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1], sys.argv[2])
