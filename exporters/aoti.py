@@ -31,8 +31,10 @@ def build(cap: Captured, out: Path, device: str, max_autotune: bool) -> Built:
         torch._inductor.aoti_compile_and_package(program, package_path=str(out / FILE),
                                                  inductor_configs=options)
     except Exception as exc:  # Inductor raises many kinds; all mean this program did not compile
+        hint = ("; this was with --max-autotune, whose C++ GEMM templates fail on this model with torch 2.13 "
+                "(benchmarks/NOTES.md): build without it") if max_autotune and device == "cpu" else ""
         raise ConversionError(f"AOTInductor could not compile {cap.spec.name} for {device}: "
-                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{hint}") from exc
     requirements = {"device": device, "os": platform.system().lower(), "arch": platform.machine(),
                     "torch": torch.__version__.split("+")[0]}
     if device == "cpu":

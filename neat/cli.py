@@ -160,7 +160,8 @@ def _fail_on(outcomes, out: Path) -> None:
                    "inputs/outputs. Needs --precision fp16, a fixed --batch and --coreml-target iOS18.")
 @click.option("--compute-capability", "compute_capabilities", multiple=True,
               help="TensorRT for RTX without a GPU: build for these compute capabilities, e.g. 8.6 (repeatable).")
-@click.option("--max-autotune", is_flag=True, default=None, help="AOTInductor: benchmark kernel choices.")
+@click.option("--max-autotune", is_flag=True, default=None, help="AOTInductor: benchmark kernel choices (slow build; on CPU "
+              "with torch 2.13 Inductor's C++ GEMM templates fail on NEAT, see benchmarks/NOTES.md).")
 def export_command(targets, checkpoint, out, precision, batch, **options) -> None:
     """Export a checkpoint to one or more TARGETS and verify every artifact against the reference.
 

@@ -157,3 +157,18 @@ def test_generation_comparison_reports_every_artifact(bundle, tmp_path):
     assert rows["onnx-fp32"]["first_difference"] is None and not rows["onnx-fp16"]["error"]
     fp16 = rows["onnx-fp16"]["first_difference"]
     assert fp16 is None or 0 <= fp16 < 24
+
+
+@pytest.mark.parametrize("backend, heavy", [("onnx-fp32", ["torch"]), ("cpu-fp32", ["torch._dynamo", "torch._inductor"])])
+def test_cold_start_path_imports_nothing_it_does_not_need(bundle, backend, heavy):
+    """Detection and loading stay off the expensive imports (the cold-start target depends on it): ONNX
+    Runtime never needs torch; an AOTInductor package needs torch's runtime, not Dynamo or Inductor."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, runtimes; s = runtimes.load(sys.argv[1], backend=sys.argv[2]); "
+            "s.run(np.zeros((1, 128), np.int32), s.new_state(1)); "
+            "print([m for m in sys.argv[3:] if m in sys.modules])")
+    res = subprocess.run([sys.executable, "-c", code, str(bundle), backend, *heavy], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]", f"{backend} imported {res.stdout.strip()}"
