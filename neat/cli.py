@@ -303,7 +303,8 @@ def bench_command(bundle, runs, json_out, md_out, plot_out, baseline, max_regres
     from rich.console import Console
     from rich.table import Table
 
-    from runtimes.bench import bench, compile_line, gate, limits_line, markdown, plot, save_json, target_lines
+    from runtimes.bench import (bench, compile_line, gate, limit_cell, limits_line, markdown, plot, save_json,
+                                target_lines)
 
     if bundle is None:
         bundle = DEFAULT_BUNDLE
@@ -324,7 +325,7 @@ def bench_command(bundle, runs, json_out, md_out, plot_out, baseline, max_regres
         table.add_column(col)
     for r in record["artifacts"]:
         table.add_row(r["artifact"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['speedup_vs_eager']:.2f}x",
-                      f"{r['roofline']['limit_fraction']:.0%}", f"{r['throughput_bytes_s']['1']:,.0f}",
+                      limit_cell(r), f"{r['throughput_bytes_s']['1']:,.0f}",
                       f"{r['cold_start_s']:.2f}s" if r["cold_start_s"] is not None else "-",
                       f"{r['parity']['max_abs']:.1e}", f"{r['parity']['argmax']:.1%}", f"{r['bits_per_byte']:.3f}",
                       "same" if r["generation_equal"] else f"differs at {r['generation_first_difference']}")

@@ -95,6 +95,10 @@ def bench(bundle: str | Path, runs: int = 50, warmup: int = 5, cold_start: bool 
         latmax = workers.latencies(max_batch, max(5, runs // 5), 2) if max_batch > 1 else lat1
         load_s = workers.load_s
     machine = roofline.best_of(machine, roofline.measure_machine())
+    def on_cpu(key: str) -> bool:  # the limits measured are the CPU's: a GPU artifact gets no fraction
+        target = EAGER if key == EAGER else manifest.artifacts[key].target
+        return target in (EAGER, "exported", "cpu") or (target == "onnx" and not profile.cuda)
+
     rows = []
     for key in keys:
         report(key)
@@ -108,7 +112,8 @@ def bench(bundle: str | Path, runs: int = 50, warmup: int = 5, cold_start: bool 
                                       str(max_batch): max_batch * T / float(np.median(latmax[key]))},
                "parity": _parity(session, reference), "bits_per_byte": bits_per_byte(session, texts),
                "generation_equal": text == ref_text, "generation_first_difference": first_difference(text, ref_text),
-               "cold_start_s": cold, "peak_rss_mib": peak, "roofline": roofline.fraction(work, machine, precision, median)}
+               "cold_start_s": cold, "peak_rss_mib": peak,
+               "roofline": roofline.fraction(work, machine, precision, median) if on_cpu(key) else None}
         rows.append(row)
     eager_p50 = rows[0]["p50_ms"]
     for row in rows:
@@ -180,6 +185,11 @@ def gate(record: dict, baseline: dict, max_regression_pct: float) -> list[str]:
     return problems
 
 
+def limit_cell(row: dict) -> str:
+    """An artifact's share of the machine limit, or '-' where the limits measured (the CPU's) do not apply."""
+    return f"{row['roofline']['limit_fraction']:.0%}" if row.get("roofline") else "-"
+
+
 def target_lines(record: dict) -> list[str]:
     out = []
     for t in record.get("targets", []):
@@ -217,7 +227,7 @@ def markdown(record: dict) -> str:
         cold = f"{r['cold_start_s']:.2f}" if r["cold_start_s"] is not None else "-"
         peak = f"{r['peak_rss_mib']:.0f}" if r["peak_rss_mib"] is not None else "-"
         lines.append(f"| {r['artifact']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['speedup_vs_eager']:.2f}x | "
-                     f"{r['roofline']['limit_fraction']:.0%} | {tp['1']:,.0f} | {tp[str(record['max_batch'])]:,.0f} | "
+                     f"{limit_cell(r)} | {tp['1']:,.0f} | {tp[str(record['max_batch'])]:,.0f} | "
                      f"{cold} | {peak} | {r['parity']['max_abs']:.1e} | {r['parity']['argmax']:.1%} | "
                      f"{r['bits_per_byte']:.3f} | {r['generation_equal']} |")
     lines += ["", limits_line(record) + ".", "", compile_line(record) + ".", "",

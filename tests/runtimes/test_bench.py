@@ -98,3 +98,12 @@ def test_cli_writes_json_and_markdown_and_gates(neat_bundle, tmp_path):
     (tmp_path / "fast.json").write_text(json.dumps(planted))
     res = CliRunner().invoke(main, args + ["--baseline", str(tmp_path / "fast.json")])
     assert res.exit_code == 1 and "regression against" in res.output
+
+
+def test_a_row_without_cpu_limits_shows_a_dash(record):
+    from runtimes.bench import limit_cell
+
+    gpu_like = copy.deepcopy(record)
+    gpu_like["artifacts"][1]["roofline"] = None  # what a CUDA or TensorRT artifact gets
+    assert limit_cell(gpu_like["artifacts"][1]) == "-" and limit_cell(record["artifacts"][1]).endswith("%")
+    assert f"| {gpu_like['artifacts'][1]['artifact']} |" in markdown(gpu_like)
