@@ -282,7 +282,8 @@ def run_command(bundle, prompt, max_bytes, backend, temperature, top_k, seed, au
 
 @main.command("bench")
 @click.argument("bundle", required=False, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--runs", default=50, show_default=True, help="Timed runs per artifact at batch 1 (after warm-up).")
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(1),
+              help="Timed runs per artifact at batch 1 after warm-up (rounded up to a multiple of the 10 rounds).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the full record.")
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False, path_type=Path), help="Write a Markdown table.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False, path_type=Path),

@@ -29,8 +29,10 @@ def is_available(device: str = "cpu") -> tuple[bool, str]:
 def load(artifact_dir: Path, device: str = "cpu"):
     import torch
 
-    # (path, model name in the package, run single-threaded, runners, device index: -1 = the current one)
-    loader = torch._C._aoti.AOTIModelPackageLoader(str(artifact_dir / FILE), "model", False, 1, -1)
+    try:  # (path, model name in the package, run single-threaded, runners, device index: -1 = the current one)
+        loader = torch._C._aoti.AOTIModelPackageLoader(str(artifact_dir / FILE), "model", False, 1, -1)
+    except TypeError:  # a torch whose loader takes other arguments: its own (slower) entry point
+        loader = torch._inductor.aoti_load_package(str(artifact_dir / FILE)).loader
 
     @torch.no_grad()
     def run(*arrays: np.ndarray) -> list[np.ndarray]:

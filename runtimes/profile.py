@@ -11,7 +11,9 @@ import importlib
 import json
 import os
 import platform
+import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "fma", "f16c", "neon", "asimd")
 
@@ -77,51 +79,38 @@ def _memory() -> int:
         return 0
 
 
-def _cuda_devices_driver() -> tuple[CudaDevice, ...] | None:
-    """The GPUs the NVIDIA driver reports (libcuda through ctypes, no PyTorch import); () when there is no
-    driver, None when the driver is there but a query failed."""
-    import ctypes
-    import ctypes.util
+BUILD_CUDA = re.compile(r"^cuda(?:\s*:[^=]+)?\s*=\s*(None|'[^']*'|\"[^\"]*\")", re.M)
 
-    name = "nvcuda.dll" if platform.system() == "Windows" else "libcuda.so.1"
-    try:
-        cuda = ctypes.CDLL(name)
-    except OSError:
-        found = ctypes.util.find_library("cuda")
-        if not found:
-            return ()
+
+def build_cuda(version_py: str) -> str | None | bool:
+    """The CUDA version in the text of torch/version.py (None: a CPU-only build; True: not stated)."""
+    found = BUILD_CUDA.search(version_py)
+    if not found:
+        return True
+    return None if found.group(1) == "None" else found.group(1).strip("'\"")
+
+
+def _torch_build_cuda() -> str | None | bool:
+    """The CUDA version the installed torch was built with, read without importing torch (~1 s);
+    None for a CPU-only build, False when torch is not installed, True when it cannot be told."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("torch")
+    if spec is None:
+        return False
+    for root in spec.submodule_search_locations or []:
         try:
-            cuda = ctypes.CDLL(found)
+            return build_cuda((Path(root) / "version.py").read_text())
         except OSError:
-            return ()
-    try:
-        count, out = ctypes.c_int(0), []
-        if cuda.cuInit(0) != 0:
-            return ()  # a driver without a usable GPU (CUDA_ERROR_NO_DEVICE and the like)
-        if cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
-            return None
-        for i in range(count.value):
-            dev, major, minor = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(0)
-            label, total = ctypes.create_string_buffer(256), ctypes.c_size_t(0)
-            calls = (cuda.cuDeviceGet(ctypes.byref(dev), i),
-                     cuda.cuDeviceGetName(label, 256, dev),
-                     cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev),  # COMPUTE_CAPABILITY_MAJOR
-                     cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev),  # COMPUTE_CAPABILITY_MINOR
-                     cuda.cuDeviceTotalMem_v2(ctypes.byref(total), dev))
-            if any(calls):
-                return None
-            out.append(CudaDevice(label.value.decode(errors="replace"), f"{major.value}.{minor.value}", total.value))
-        return tuple(out)
-    except (AttributeError, OSError):
-        return None
+            continue
+    return True
 
 
 def _cuda_devices() -> tuple[CudaDevice, ...]:
-    """GPUs from the driver directly (fast: no PyTorch import on the cold-start path); PyTorch only when
-    the driver is present but could not be queried that way."""
-    found = _cuda_devices_driver()
-    if found is not None:
-        return found
+    """The GPUs PyTorch can use. A CPU-only torch build is recognised without importing torch, which keeps
+    detection off the cold-start path of CPU machines; only a CUDA build is imported and asked."""
+    if _torch_build_cuda() in (None, False):
+        return ()
     try:
         import torch
 

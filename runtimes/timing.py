@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 ROUNDS = 10
+TAG = "neat-timing "  # marks the protocol's lines on the worker's stdout
 
 
 class Workers:
@@ -40,12 +41,15 @@ class Workers:
             raise
 
     def _reply(self, key: str):
-        line = self.procs[key].stdout.readline()
-        if not line:
-            self.errors[key].seek(0)
-            last = (self.errors[key].read().strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"the benchmark worker for {key} failed: {last}")
-        return json.loads(line)
+        """The worker's next answer; lines a library printed to stdout on its own are skipped."""
+        proc = self.procs[key]
+        for line in proc.stdout:
+            if line.startswith(TAG):
+                return json.loads(line[len(TAG):])
+        code = proc.wait()
+        self.errors[key].seek(0)
+        last = (self.errors[key].read().strip().splitlines() or ["no error output"])[-1]
+        raise RuntimeError(f"the benchmark worker for {key} failed (exit code {code}): {last}")
 
     def latencies(self, batch: int, runs: int, warmup: int) -> dict[str, list[float]]:
         """Seconds per chunk at this batch for every artifact: `warmup` untimed calls each, then `runs`
@@ -61,12 +65,13 @@ class Workers:
 
     def close(self) -> None:
         for proc in self.procs.values():
-            if proc.poll() is None:
-                try:
-                    proc.stdin.close()  # end of input: the worker exits
-                    proc.wait(timeout=10)
-                except (OSError, subprocess.TimeoutExpired):
-                    proc.kill()
+            try:
+                proc.stdin.close()  # end of input: the worker exits
+                proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
         for f in self.errors.values():
             f.close()
 
@@ -79,14 +84,16 @@ class Workers:
 
 def _serve(bundle: str, key: str) -> None:
     """The worker: load, say how long it took, then answer [batch, runs, warmup] lines with latencies."""
+    from runtimes.profile import detect
     from runtimes.session import load
 
+    detect()  # the hardware detection is not part of loading the artifact
     t0 = time.perf_counter()
     session = load(bundle, backend=key)
-    print(json.dumps(time.perf_counter() - t0), flush=True)
+    print(TAG + json.dumps(time.perf_counter() - t0), flush=True)
     for line in sys.stdin:
         batch, runs, warmup = json.loads(line)
-        print(json.dumps(session.latencies(batch, runs, warmup)), flush=True)
+        print(TAG + json.dumps(session.latencies(batch, runs, warmup)), flush=True)
 
 
 if __name__ == "__main__":

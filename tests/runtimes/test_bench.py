@@ -6,6 +6,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+import runtimes
 from runtimes.bench import bench, gate, markdown
 
 
@@ -27,12 +28,15 @@ def test_record_covers_every_runnable_artifact(record):
         # fp32 artifacts score the held-out text as the reference does (the shipped model: ~2.5 bits/byte)
         assert 1.0 < r["bits_per_byte"] < 4.0
         assert abs(r["bits_per_byte"] - record["artifacts"][0]["bits_per_byte"]) < 1e-3
-        assert 0 < r["roofline"]["limit_fraction"] <= 1.0 and r["roofline"]["bound_ms"] < r["p50_ms"]
+        if r["roofline"] is not None:  # every artifact that runs on the CPU (all of them on a CPU machine)
+            assert 0 < r["roofline"]["limit_fraction"] <= 1.0 and r["roofline"]["bound_ms"] < r["p50_ms"]
+    assert record["artifacts"][0]["roofline"] is not None  # eager always runs on the CPU
     assert record["artifacts"][0]["speedup_vs_eager"] == 1.0
     assert record["machine_limits"]["matmul_flops_s"] > 1e9 and record["machine_limits"]["bandwidth_bytes_s"] > 1e8
     work = record["work_per_chunk"]
     assert work["flops"] > 1e8 and work["bytes"]["int8"] < work["bytes"]["fp16"] < work["bytes"]["fp32"]
-    assert record["chosen"] == "cpu-fp32"
+    assert record["chosen"] == runtimes.load(record["bundle"]).backend.key
+    assert record["held_out"]["bytes"] == 2 * 8 * record["chunk_len"] and len(record["held_out"]["sha256"]) == 64
     tc = record["torch_compile"]
     assert tc["error"] is None and tc["first_call_s"] > tc["warm_cache_first_call_s"] > 0
     assert len(record["targets"]) == 4 and all(t["measured"] is not None for t in record["targets"])
@@ -74,6 +78,8 @@ def test_gate_passes_the_baseline_itself_and_catches_planted_regressions(record)
     vaguer = copy.deepcopy(record)
     vaguer["artifacts"][1]["bits_per_byte"] *= 1.05
     assert len(gate(vaguer, record, 10)) == 1 and "bits per byte" in gate(vaguer, record, 10)[0]
+    vaguer["held_out"]["sha256"] = "0" * 64  # another Python's standard library: another text, not comparable
+    assert gate(vaguer, record, 10) == []
     fewer = copy.deepcopy(record)
     fewer["artifacts"] = fewer["artifacts"][:1]
     assert any("not measured" in p for p in gate(fewer, record, 10))
@@ -107,3 +113,18 @@ def test_a_row_without_cpu_limits_shows_a_dash(record):
     gpu_like["artifacts"][1]["roofline"] = None  # what a CUDA or TensorRT artifact gets
     assert limit_cell(gpu_like["artifacts"][1]) == "-" and limit_cell(record["artifacts"][1]).endswith("%")
     assert f"| {gpu_like['artifacts'][1]['artifact']} |" in markdown(gpu_like)
+
+
+def test_regression_script_fails_on_a_planted_regression(record, neat_bundle, tmp_path):
+    from benchmarks import regression
+
+    update = regression.command(regression.parse(["--update"]))
+    assert update[-2:] == ["--plot", str(regression.RESULTS / "bench_cpu.png")] and "--baseline" not in update
+    check = regression.command(regression.parse([]))
+    assert "--no-cold-start" in check and check[check.index("--max-regression") + 1] == "25.0"
+    planted = copy.deepcopy(record)
+    for r in planted["artifacts"][1:]:
+        r["speedup_vs_eager"] *= 100  # a baseline far faster than anything here
+    (tmp_path / "fast.json").write_text(json.dumps(planted))
+    out, _ = neat_bundle
+    assert regression.main(["--bundle", str(out), "--runs", "3", "--baseline", str(tmp_path / "fast.json")]) == 1

@@ -113,3 +113,12 @@ def test_autotune_measures_and_caches(bundle, tmp_path, monkeypatch):
     assert set(timings) >= {"cpu-fp32", "onnx-fp32", "exported-fp32", "eager"}
     assert session.backend.key == min(timings, key=timings.get)
     assert "measured" in session.backend.reason
+
+
+def test_a_cpu_only_torch_build_is_told_without_importing_torch():
+    from runtimes.profile import build_cuda
+
+    assert build_cuda("cuda: Optional[str] = '12.8'\nhip = None") == "12.8"
+    assert build_cuda("cuda = '11.8'") == "11.8"
+    assert build_cuda("__version__ = '2.13.0+cpu'\ncuda: Optional[str] = None") is None
+    assert build_cuda("nothing here") is True  # cannot tell: torch is imported and asked
