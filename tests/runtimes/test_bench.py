@@ -59,7 +59,7 @@ def test_a_worker_that_cannot_load_names_the_artifact(neat_bundle):
     from runtimes.timing import Workers
 
     out, _ = neat_bundle
-    with pytest.raises(RuntimeError, match="worker for no-such-artifact failed: .*BackendUnavailable"):
+    with pytest.raises(RuntimeError, match=r"worker for no-such-artifact failed \(exit code 1\): .*BackendUnavailable"):
         Workers(out, ["eager", "no-such-artifact"])
 
 
