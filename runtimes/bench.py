@@ -81,8 +81,16 @@ def bits_per_byte(session: Session, texts: list[np.ndarray]) -> float:
     return total / count / np.log(2)
 
 
+def runs_on_cpu(manifest, profile, key: str) -> bool:
+    """Whether this artifact runs on the CPU here (the machine limits measured are the CPU's)."""
+    target = EAGER if key == EAGER else manifest.artifacts[key].target
+    onnx_gpu = "CUDAExecutionProvider" in profile.libraries.get("onnxruntime_providers", [])  # as the loader does
+    return target in (EAGER, "exported", "cpu") or (target == "onnx" and not onnx_gpu)
+
+
 def bench(bundle: str | Path, runs: int = 50, warmup: int = 5, cold_start: bool = True,
           generate_bytes: int = 32, report: Callable[[str], None] = lambda _: None) -> dict:
+    """The full record for one bundle on this machine (see the module docstring); `report` gets progress."""
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     profile = detect()
@@ -105,11 +113,6 @@ def bench(bundle: str | Path, runs: int = 50, warmup: int = 5, cold_start: bool 
         latmax = workers.latencies(max_batch, max(5, runs // 5), 2) if max_batch > 1 else lat1
         load_s = workers.load_s
     machine = roofline.best_of(machine, roofline.measure_machine())
-    def on_cpu(key: str) -> bool:  # the limits measured are the CPU's: a GPU artifact gets no fraction
-        target = EAGER if key == EAGER else manifest.artifacts[key].target
-        onnx_gpu = "CUDAExecutionProvider" in profile.libraries.get("onnxruntime_providers", [])  # as the loader
-        return target in (EAGER, "exported", "cpu") or (target == "onnx" and not onnx_gpu)
-
     rows = []
     for key in keys:
         report(key)
@@ -124,7 +127,8 @@ def bench(bundle: str | Path, runs: int = 50, warmup: int = 5, cold_start: bool 
                "parity": _parity(session, reference), "bits_per_byte": bits_per_byte(session, texts),
                "generation_equal": text == ref_text, "generation_first_difference": first_difference(text, ref_text),
                "cold_start_s": cold, "peak_rss_mib": peak,
-               "roofline": roofline.fraction(work, machine, precision, median) if on_cpu(key) else None}
+               "roofline": roofline.fraction(work, machine, precision, median)
+               if runs_on_cpu(manifest, profile, key) else None}
         rows.append(row)
     eager_p50 = rows[0]["p50_ms"]
     for row in rows:
