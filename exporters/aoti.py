@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 
 from exporters.capture import Captured
@@ -9,14 +10,16 @@ from exporters.errors import ConversionError
 from exporters.target import Built, Execution, versions
 
 
+@dataclass
+class Settings:
+    max_autotune: bool = False  # let Inductor benchmark kernel choices (slower build, sometimes faster code)
+
+
 def cpu_isa() -> list[str]:
     """ISA extensions Inductor may emit code for on this CPU (a package needs them where it runs)."""
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return []
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "fma", "f16c")
-    return [f for f in wanted if f in flags]
+    from runtimes.profile import cpu_info
+
+    return list(cpu_info()[1])
 
 
 def build(cap: Captured, out: Path, device: str, max_autotune: bool) -> Built:

@@ -22,12 +22,11 @@ from pathlib import Path
 from exporters.capture import Captured
 from exporters.errors import ConversionError
 from exporters.target import Built, Execution, versions
+from runtimes.coreml import PACKAGE
 
 NAME = "coreml"
 PRECISIONS = ("fp32", "fp16", "int8")
-PACKAGE = "model.mlpackage"
 DEFAULT_TARGET = "iOS17"
-COMPUTE_UNITS = ("all", "cpu_only", "cpu_and_gpu", "cpu_and_ne")
 RESERVED = {"state", "tensor", "fp16", "fp32", "int32", "bool", "list"}  # names coremltools renames silently
 
 

@@ -1,20 +1,15 @@
 """Target `cpu`: an AOTInductor package compiled for this CPU (x86 or ARM)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from exporters import aoti
+from exporters.aoti import Settings  # the settings both AOTInductor targets share
 from exporters.capture import Captured
 from exporters.target import Built, Execution
 
 NAME = "cpu"
 PRECISIONS = ("fp32",)
-
-
-@dataclass
-class Settings:
-    max_autotune: bool = False  # let Inductor benchmark kernel choices (slower build, sometimes faster code)
 
 
 def is_available() -> tuple[bool, str]:

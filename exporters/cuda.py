@@ -1,20 +1,15 @@
 """Target `cuda`: an AOTInductor package compiled for the NVIDIA GPU of this machine."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from exporters import aoti
+from exporters.aoti import Settings  # the settings both AOTInductor targets share
 from exporters.capture import Captured
 from exporters.target import Built, Execution
 
 NAME = "cuda"
 PRECISIONS = ("fp32",)
-
-
-@dataclass
-class Settings:
-    max_autotune: bool = False  # let Inductor benchmark kernel choices (slower build, sometimes faster code)
 
 
 def is_available() -> tuple[bool, str]:

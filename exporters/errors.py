@@ -15,7 +15,3 @@ class TargetUnavailable(ExportError):
 
 class ConversionError(ExportError):
     """A target's converter rejected the captured program."""
-
-
-class ParityError(ExportError):
-    """A built artifact disagrees with the eager reference beyond its precision's tolerance."""

@@ -20,10 +20,10 @@ from pathlib import Path
 from exporters.capture import Captured
 from exporters.errors import ConversionError, TargetUnavailable
 from exporters.target import Built, Execution
+from runtimes.tensorrt import ENGINE
 
 NAME = "tensorrt"
 PRECISIONS = ("fp32", "fp16")
-ENGINE = "model.plan"
 TIMING_CACHE = "timing.cache"
 FLAVOURS = ("tensorrt", "tensorrt_rtx")  # data-center first when both are installed
 DEFAULT_RTX_CAPABILITIES = ("8.6", "8.9", "12.0")  # Ampere desktop, Ada, Blackwell desktop

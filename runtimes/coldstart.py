@@ -27,7 +27,7 @@ print(_peak_bytes())
 """
 
 ARTIFACT = """
-import sys, time
+import sys
 import numpy as np, runtimes
 s = runtimes.load(sys.argv[1], backend=sys.argv[2])
 T = s.manifest.signature["inputs"][0]["shape"][1]

@@ -47,12 +47,13 @@ def read_spec(path: str):
     return spec, os.path.join(path, "Data", os.path.dirname(root), "weights")
 
 
-def load_mlpackage(path: str):
-    """.mlpackage -> pymil Program (weights read from Data/com.apple.CoreML/weights/weight.bin).
+def load_mlpackage(path: str, spec_and_weights=None):
+    """.mlpackage -> pymil Program (weights read from Data/com.apple.CoreML/weights/weight.bin);
+    `spec_and_weights`: what read_spec(path) gave, when the caller has it already.
 
     Equivalent to: spec = ct.utils.load_spec(path) and
     weights_dir = path/Data/com.apple.CoreML/weights, but never writes into the package."""
-    spec, weights_dir = read_spec(path)
+    spec, weights_dir = spec_and_weights or read_spec(path)
     # the proto's blobFileValue.fileName is "@model_path/weights/weight.bin"; the loader keeps only the
     # basename and joins it with file_weights_dir
     return _milproto_load(spec, spec.specificationVersion, file_weights_dir=weights_dir)
@@ -408,8 +409,8 @@ def load(package: str | Path):
     says where each state goes, the state values are fed into the program's states and read back out."""
     import json
 
-    spec, _ = read_spec(str(package))
-    prog = load_mlpackage(str(package))
+    read = read_spec(str(package))
+    spec, prog = read[0], load_mlpackage(str(package), read)
     missing = unsupported_ops(prog)
     if missing:
         raise Unsupported(f"the NumPy evaluator cannot compute op(s) {', '.join(sorted(missing))}")

@@ -56,7 +56,7 @@ class HardwareProfile:
         return cls(**raw)
 
 
-def _cpu() -> tuple[str, tuple[str, ...]]:
+def cpu_info() -> tuple[str, tuple[str, ...]]:
     model, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo") as f:
@@ -170,7 +170,7 @@ def _detect() -> HardwareProfile:
     override = os.environ.get("NEAT_PROFILE")
     if override:
         return HardwareProfile.from_dict(json.loads(open(override).read()))
-    cpu, isa = _cpu()
+    cpu, isa = cpu_info()
     system = platform.system()
     return HardwareProfile(
         os=system, arch=platform.machine(), cpu=cpu, isa=isa, cores=os.cpu_count() or 1, memory_bytes=_memory(),

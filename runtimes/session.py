@@ -119,7 +119,7 @@ def load(bundle: str | Path, backend: str | None = None, profile: HardwareProfil
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     profile = profile or detect()
-    ranked = rank(manifest, profile, bundle)
+    ranked = rank(manifest, profile)  # files are hashed only for the artifact about to load (_runner)
     if autotune and backend is None:
         ranked = _autotune(bundle, manifest, ranked, profile)
     if backend is not None:
