@@ -62,6 +62,7 @@ class ExportSpec:
     real_data: Callable[[int, int], Chunks] | None = None  # (batch, chunks) -> held-out real inputs
     # score(real chunks, first output per chunk) -> a quality figure, lower is better (bits per byte)
     score: Callable[[Chunks, list], float] | None = None
+    long_stream_chunks: int = 0  # > 0: verification also runs one real stream this many chunks long
     info: dict = field(default_factory=dict)               # extra model facts for the manifest (JSON)
     reference_file: Path | None = None  # weights shipped in the bundle so the reference can be rebuilt
     # source fragments (as in torch's stack traces) whose ops stay fp32 in fp16 artifacts: discrete

@@ -2,7 +2,8 @@
 reference and compared. A failing artifact fails the export and is never recorded as passed.
 
 Cases: fresh random inputs at the minimum and maximum batch, real held-out data, each as several chunks
-with the state carried (each side carries its own state, so errors that accumulate are caught).
+with the state carried (each side carries its own state, so errors that accumulate are caught), and, when
+the spec asks for it, one long real stream (e.g. 64 chunks) so that divergence or drift is caught.
 Metrics are over the first output (logits), ignoring entries the reference masks out (<= mask_below):
 max abs error, max relative error, cosine similarity, argmax agreement; plus the final state's max abs error.
 """
@@ -62,6 +63,9 @@ def cases(spec: ExportSpec, seed: int = 1234) -> list[Case]:
     if spec.real_data is not None:
         b = min(max(lo, REAL_BATCH), hi)
         out.append(Case(f"real data ({b})", spec.real_data(b, REAL_CHUNKS)))
+        if spec.long_stream_chunks:
+            n = spec.long_stream_chunks
+            out.append(Case(f"long stream, real data ({lo} x {n} chunks)", spec.real_data(lo, n)))
     return out
 
 
@@ -94,12 +98,15 @@ def _worst(per_case: list[dict]) -> dict:
         "cosine": min(c["cosine"] for c in per_case),
         "argmax": min(c["argmax"] for c in per_case),
         "finite": all(c["finite"] for c in per_case),
+        "reference_finite": all(c["reference_finite"] for c in per_case),
         "state_max_abs": max(c["state_max_abs"] for c in per_case),
     }
 
 
 def failures(worst: dict, tol: Tolerance, score: dict | None) -> list[str]:
     out = []
+    if not worst["reference_finite"]:
+        out.append("the eager reference's own outputs are not finite (the model diverges on these cases)")
     if not worst["finite"]:
         out.append("non-finite outputs")
     if tol.max_abs is not None and worst["max_abs"] > tol.max_abs:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neat.config import BOI_ID, NEG, NeatConfig
-from neat.layers import Attention, Block, RMSNorm, causal_window_bias
+from neat.layers import Attention, Block, RMSNorm, WindowBlock, causal_window_bias
 from neat.mvot import ImageCellEmbedding
 
 HASH_BASE = 257  # rolling-hash multiplier; (rows - 1) * 257 + vocab stays far below 2**31
@@ -81,7 +81,7 @@ def mean_pool(x: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
 def max_pool(x: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
     """x (B, T, C), P (B, T, Pm) -> (B, Pm, C) elementwise max over each patch's bytes (zeros if empty)."""
     masked = x[:, :, None, :] + (P[..., None] - 1.0) * 1.0e4  # (B, T, Pm, C)
-    valid = (P.sum(1) > 0).float()[..., None]  # (B, Pm, 1)
+    valid = (P.sum(1) > 0).to(x.dtype)[..., None]  # (B, Pm, 1)
     return masked.amax(dim=1) * valid
 
 
@@ -100,7 +100,8 @@ def ngram_hashes(ext_tokens: torch.Tensor, n: int, rows: int, length: int) -> to
 
 
 class LocalEncoder(nn.Module):
-    """Byte embeddings + hash n-grams -> windowed byte layer -> patch queries refined by cross-attention."""
+    """Byte embeddings + hash n-grams -> windowed byte layer (reaching into the previous chunk through its
+    carried window) -> patch queries refined by cross-attention."""
 
     def __init__(self, cfg: NeatConfig):
         super().__init__()
@@ -111,11 +112,10 @@ class LocalEncoder(nn.Module):
         self.pos = nn.Parameter(torch.randn(cfg.chunk_len, d) * 0.02)
         self.hash = nn.ModuleList(nn.Embedding(cfg.hash_rows, d) for _ in cfg.hash_ngrams)
         self.cell = ImageCellEmbedding(cfg, d)
-        self.block = Block(d, cfg.local_heads, rope_len=cfg.chunk_len)
+        self.block = WindowBlock(d, cfg.local_heads, rope_len=cfg.local_window + cfg.chunk_len)
         self.pool = nn.Linear(2 * d, D)
         self.norm_q, self.norm_kv = RMSNorm(D), RMSNorm(d)
         self.cross = Attention(D, d, D, cfg.global_heads)
-        self.register_buffer("bias", causal_window_bias(cfg.chunk_len, cfg.local_window), persistent=False)
 
     def embed(self, tokens: torch.Tensor, context: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
         T = tokens.shape[1]
@@ -125,17 +125,20 @@ class LocalEncoder(nn.Module):
             x = x + table(ngram_hashes(ext, n, self.cfg.hash_rows, T))
         return x
 
-    def forward(self, tokens: torch.Tensor, context: torch.Tensor, modality: torch.Tensor, P: torch.Tensor):
-        x = self.block(self.embed(tokens, context, modality), self.bias)  # (B, T, d)
+    def forward(self, tokens, context, modality, P, past, byte_bias):
+        # tokens (B, T) int32; context (B, k) int32; modality (B, 2); P (B, T, Pm); past (B, W, d);
+        # byte_bias (B, 1, T, W + T) from the model (carried window + stream start)
+        x, new_past = self.block(self.embed(tokens, context, modality), byte_bias, past)  # (B, T, d)
         q = self.pool(torch.cat([mean_pool(x, P), max_pool(x, P)], dim=-1))  # (B, Pm, D)
         bias = (P.transpose(1, 2) - 1.0) * -NEG  # (B, Pm, T): a patch sees only its own bytes
         q = q + self.cross(self.norm_q(q), self.norm_kv(x), bias[:, None])
         new_context = torch.cat([context, tokens], dim=1)[:, -self.context :]  # (B, k)
-        return x, q, new_context
+        return x, q, new_context, new_past
 
 
 class LocalDecoder(nn.Module):
-    """Bytes cross-attend to the global outputs of earlier patches (shifted by one), then a byte layer."""
+    """Bytes cross-attend to the global outputs of earlier patches (shifted by one), then a byte layer
+    with a carried window like the encoder's."""
 
     def __init__(self, cfg: NeatConfig):
         super().__init__()
@@ -143,16 +146,15 @@ class LocalDecoder(nn.Module):
         self.max_patches = cfg.max_patches
         self.norm_q, self.norm_kv = RMSNorm(d), RMSNorm(D)
         self.cross = Attention(d, D, d, cfg.local_heads)
-        self.block = Block(d, cfg.local_heads, rope_len=cfg.chunk_len)
+        self.block = WindowBlock(d, cfg.local_heads, rope_len=cfg.local_window + cfg.chunk_len)
         self.norm = RMSNorm(d)
         self.head = nn.Linear(d, cfg.vocab_size, bias=False)
-        self.register_buffer("bias", causal_window_bias(cfg.chunk_len, cfg.local_window), persistent=False)
 
-    def forward(self, x: torch.Tensor, g_shift: torch.Tensor, pid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x, g_shift, pid, past, byte_bias):
         # x (B, T, d) encoder bytes; g_shift (B, Pm, D): slot s holds the global output of patch s-1
         # (slot 0: the last patch of the previous chunk); pid (B, T) patch id of each byte.
         slots = torch.arange(self.max_patches, device=x.device, dtype=pid.dtype)
         seen = (slots[None, None, :] <= pid[..., None]).float()  # (B, T, Pm): patches before this byte's
         y = x + self.cross(self.norm_q(x), self.norm_kv(g_shift), ((1.0 - seen) * NEG)[:, None])
-        y = self.block(y, self.bias)
-        return self.head(self.norm(y))  # (B, T, V)
+        y, new_past = self.block(y, byte_bias, past)
+        return self.head(self.norm(y)), new_past  # (B, T, V), (B, W, d)

@@ -14,6 +14,7 @@ from neat.model import NeatModel
 FORMAT = "neat-checkpoint"
 FORMAT_VERSION = "1"
 SHIPPED = Path(__file__).parent / "weights" / "tiny.safetensors"
+SHIPPED_PLAIN = Path(__file__).parent / "weights" / "plain.safetensors"  # the same-budget baseline
 
 
 def save_checkpoint(model: NeatModel, path: str | Path, info: dict | None = None) -> Path:
@@ -24,6 +25,7 @@ def save_checkpoint(model: NeatModel, path: str | Path, info: dict | None = None
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.cfg.to_json(),
+            "arch": getattr(model.cfg, "arch", "neat"),
             "info": json.dumps(info or {}, sort_keys=True)}
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -61,16 +63,22 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 
 def load_checkpoint(path: str | Path | None = None) -> NeatModel:
-    """Build the model its metadata describes and load the weights, checking names, shapes and dtypes."""
+    """Build the model its metadata describes and load the weights, checking names, shapes and dtypes.
+    A checkpoint of the plain baseline (`arch` "plain") gives a PlainModel."""
     from safetensors.torch import load_file
+
+    from neat.plain import PlainConfig, PlainModel
 
     path = Path(path) if path is not None else SHIPPED
     meta = read_metadata(path)
+    arch = meta.get("arch", "neat")
+    if arch not in ("neat", "plain"):
+        raise CheckpointError(f"{path} holds a {arch!r} model; this NEAT reads 'neat' and 'plain' checkpoints")
     try:
-        cfg = NeatConfig.from_json(meta["config"])
+        cfg = (PlainConfig if arch == "plain" else NeatConfig).from_json(meta["config"])
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: the config in its metadata is not valid ({exc})") from None
-    model = NeatModel(cfg)
+    model = PlainModel(cfg) if arch == "plain" else NeatModel(cfg)
     expected = model.state_dict()
     tensors = load_file(str(path))
     problems = [f"missing {k}" for k in sorted(set(expected) - set(tensors))]

@@ -37,7 +37,8 @@ class NeatConfig:
     hash_rows: int = 2053           # rows per hash table (prime); int32 rolling hash mod this
     local_dim: int = 96
     local_heads: int = 4
-    local_window: int = 32          # local byte attention looks back this many bytes (causal)
+    local_window: int = 32          # local byte attention looks back this many bytes, across chunk boundaries
+    latent_window: int = 8          # latent attention also sees this many patches of the previous chunk
     # latent (global) transformer with Titans memory and Transformer² SVF MLPs
     global_dim: int = 160
     global_layers: int = 2
@@ -58,6 +59,8 @@ class NeatConfig:
             raise ValueError(f"code_dim ({self.code_dim}) must equal patch_px**2 ({self.patch_px**2})")
         if self.max_patches % self.mem_chunk:
             raise ValueError(f"max_patches ({self.max_patches}) must be a multiple of mem_chunk ({self.mem_chunk})")
+        if self.local_window > self.chunk_len:
+            raise ValueError(f"local_window ({self.local_window}) must be at most chunk_len ({self.chunk_len})")
         if self.local_dim % self.local_heads or self.global_dim % self.global_heads or self.ent_dim % self.ent_heads:
             raise ValueError("every model width must be divisible by its number of heads")
 

@@ -1,10 +1,21 @@
-"""Held-out evaluation: bits per byte, image-token accuracy, dispatch accuracy, each beside a baseline.
+"""Held-out evaluation on long streams: what each NEAT mechanism is worth, beside three baselines.
 
-The text and image figures only need a `step(tokens, state) -> (logits, state)` function, so any
-exported artifact can be scored with the same code as the reference model.
+Every figure is measured in the same run on held-out data (files, topics and grid seeds unseen in
+training), on streams of STREAM_CHUNKS chunks (8 KB) each with the state carried:
+- bits per byte per task (prose, code; grid streams score bits per token) with the state carried, and
+  with each mechanism taken away: state reset every chunk (all but the image-span parse), memory output off, memory reset every chunk
+  (no test-time learning across chunks), Transformer² Z = 0 (the base weights) and each expert forced;
+- image-token accuracy with the ascii map in the same chunk as the image, and in the previous chunk;
+- baselines: unigram, an interpolated 6-gram count model (neat.ngram) built from the same training text,
+  and the plain causal byte transformer of the same size and training budget (neat.plain), if shipped;
+- the bars of the NEAT v2 issue, each with its value and whether it is met.
+
+The text figures only need a `step(tokens, state) -> (logits, state)` function, so any exported artifact
+can be scored with the same code as the reference model.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, Sequence
 
@@ -12,41 +23,45 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from neat.config import FIRST_CODE_ID, N_BYTES, NeatConfig
+from neat.config import BOI_ID, FIRST_CODE_ID, N_BYTES, NeatConfig
 from neat.data import TaskStream, grid_stream, sample_windows, text_stream
-from neat.model import NeatModel
+from neat.model import STATE_NAMES, NeatModel
 
 Step = Callable[[torch.Tensor, Sequence[torch.Tensor]], tuple[torch.Tensor, Sequence[torch.Tensor]]]
-TEXT_STREAMS = 8      # parallel held-out streams per text task
-TEXT_CHUNKS = 8       # chunks per stream (state carried across them)
-GRID_STREAMS = 8
-GRID_CHUNKS = 4
+STREAM_CHUNKS = 64     # chunks per held-out stream (8 KB at T = 128), the state carried across them
+TEXT_STREAMS = 4       # held-out streams per task, spread evenly over the held-out corpus
+IMAGE_SAMPLES = 48     # held-out 'draw' samples per placement (map in the same / the previous chunk)
 DISPATCH_WINDOWS = 32  # held-out single-chunk windows per task
 HELDOUT_GRID_SEED = 1000
+NGRAM_ORDER = 6
+TASKS = ("prose", "code", "grid")
+MEMORY_STATE = ("mem_w1", "mem_w2", "mem_s1", "mem_s2")
 
 
-def text_windows(cfg: NeatConfig, task: str) -> torch.Tensor:
-    """(TEXT_STREAMS, TEXT_CHUNKS*T + 1) held-out text, evenly spread over the held-out corpus."""
+def text_windows(cfg: NeatConfig, task: str, chunks: int = STREAM_CHUNKS, streams: int = TEXT_STREAMS) -> torch.Tensor:
+    """(streams, chunks*T + 1) held-out tokens of one task, evenly spread over its held-out data."""
     data = text_stream(task, held_out=True).tokens
-    length = TEXT_CHUNKS * cfg.chunk_len + 1
-    starts = np.linspace(0, len(data) - length, TEXT_STREAMS).astype(int)
+    length = chunks * cfg.chunk_len + 1
+    if len(data) < length * streams:
+        raise ValueError(f"held-out {task} text has {len(data)} bytes, fewer than {streams} streams of {length}")
+    starts = np.linspace(0, len(data) - length, streams).astype(int)
     return torch.from_numpy(np.stack([data[s:s + length] for s in starts])).to(torch.int32)
 
 
-def grid_windows(cfg: NeatConfig, codes: np.ndarray) -> torch.Tensor:
-    """(GRID_STREAMS, GRID_CHUNKS*T + 1) held-out 'draw' samples (map text -> image), each from its own seed."""
-    length = GRID_CHUNKS * cfg.chunk_len + 1
-    rows = []
-    for i in range(GRID_STREAMS):
-        toks = grid_stream(cfg, codes, 3 * length // 40, HELDOUT_GRID_SEED + i, directions=("draw",)).tokens
-        rows.append(toks[:length])
+def grid_windows(cfg: NeatConfig, codes: np.ndarray, chunks: int = STREAM_CHUNKS, streams: int = TEXT_STREAMS):
+    """(streams, chunks*T + 1) held-out grid samples (both directions), each stream from its own seed."""
+    length = chunks * cfg.chunk_len + 1
+    rows = [grid_stream(cfg, codes, length // 30, HELDOUT_GRID_SEED + i).tokens[:length] for i in range(streams)]
     return torch.from_numpy(np.stack(rows)).to(torch.int32)
 
 
-def stream_logits(step: Step, init_state: Sequence[torch.Tensor], tokens: torch.Tensor, T: int) -> torch.Tensor:
-    """Logits for every position of a (B, n*T + 1) window, processed chunk by chunk: (B, n*T, V)."""
+def stream_logits(step: Step, init_state, tokens: torch.Tensor, T: int, reset: Callable | None = None):
+    """Logits for every position of a (B, n*T + 1) window, processed chunk by chunk: (B, n*T, V).
+    `reset(state) -> state`, if given, is applied before every chunk (an ablation)."""
     state, outs = init_state, []
     for c in range((tokens.shape[1] - 1) // T):
+        if reset is not None:
+            state = reset(state)
         logits, state = step(tokens[:, c * T:(c + 1) * T], state)
         outs.append(logits.float())
     return torch.cat(outs, dim=1)
@@ -63,10 +78,140 @@ def unigram_bits_per_byte(train_bytes: np.ndarray, targets: torch.Tensor) -> flo
     return float(-logp[targets.numpy().ravel()].mean())
 
 
+def ngram_bits_per_byte(model, windows: torch.Tensor) -> float:
+    """The count model on the same streams: each stream scored from its start, like the neural models."""
+    rows = windows.numpy()
+    return float(np.mean([model.bits(row[1:], context=row[:1]).mean() for row in rows]))
+
+
 def image_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, int]:
     img = targets >= FIRST_CODE_ID
     pred = logits.argmax(-1)
     return float((pred[img] == targets[img].long()).float().mean()), int(img.sum())
+
+
+# ----- ablations: each a context manager around the model plus an optional per-chunk state reset ---------
+@contextlib.contextmanager
+def memory_output_off(model: NeatModel):
+    """The Titans memory still learns, but its retrieval y = M(q) is replaced by zeros."""
+    hooks = [layer.memory.register_forward_hook(lambda mod, args, out: (torch.zeros_like(out[0]), *out[1:]))
+             for layer in model.layers]
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+@contextlib.contextmanager
+def svf_z_zero(model: NeatModel):
+    """Transformer² off: every expert vector Z = 0, i.e. z' = 1, the base weights."""
+    saved = [(lin, lin.Z.detach().clone()) for layer in model.layers for lin in (layer.mlp.up, layer.mlp.down)]
+    try:
+        for lin, _ in saved:
+            lin.Z.data.zero_()
+        yield
+    finally:
+        for lin, z in saved:
+            lin.Z.data.copy_(z)
+
+
+def state_reset(model: NeatModel, names: Sequence[str]) -> Callable:
+    """A per-chunk reset of the named state tensors to their initial value (all of them: a stateless model)."""
+    idx = [STATE_NAMES.index(n) for n in names]
+
+    def reset(state):
+        init = model.init_state(state[0].shape[0])
+        return tuple(init[i] if i in idx else s for i, s in enumerate(state))
+
+    return reset
+
+
+def model_step(model, alpha: torch.Tensor | None = None) -> Step:
+    def step(tokens, state):
+        if alpha is None:
+            logits, *new_state = model(tokens, *state)
+        else:
+            logits, *new_state = model(tokens, *state, alpha=alpha.expand(tokens.shape[0], -1))
+        return logits, new_state
+
+    return step
+
+
+def conditions(model: NeatModel) -> dict[str, tuple]:
+    """name -> (context manager factory, alpha, reset) for every configuration `neat eval` scores."""
+    none = contextlib.nullcontext
+    out = {
+        "carried": (none, None, None),
+        # every state but `modality`, a parse of the token stream (inside an image span or not): reset mid-image
+        # it makes the logit mask rule out the true codes, an artefact rather than lost context
+        "reset_every_chunk": (none, None, state_reset(model, [n for n in STATE_NAMES if n != "modality"])),
+        "memory_off": (lambda: memory_output_off(model), None, None),
+        "memory_reset_every_chunk": (none, None, state_reset(model, MEMORY_STATE)),
+    }
+    if model.cfg.svf_factored:
+        out["z_zero"] = (lambda: svf_z_zero(model), None, None)
+        for k, name in enumerate(model.cfg.experts):
+            out[f"expert_{name}"] = (none, F.one_hot(torch.tensor([k]), model.cfg.n_experts).float(), None)
+    return out
+
+
+@torch.no_grad()
+def score_conditions(model: NeatModel, windows: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+    """condition -> task -> bits per token on that task's held-out streams."""
+    T, table = model.cfg.chunk_len, {}
+    for name, (ctx, alpha, reset) in conditions(model).items():
+        with ctx():
+            step = model_step(model, alpha)
+            table[name] = {
+                task: bits_per_byte(stream_logits(step, model.init_state(w.shape[0]), w, T, reset), w[:, 1:])
+                for task, w in windows.items()
+            }
+    return table
+
+
+@torch.no_grad()
+def max_state_ratio(model: NeatModel, windows: torch.Tensor) -> tuple[float, bool]:
+    """Largest |state| / bound over every chunk of the streams, and whether every logit stayed finite."""
+    T, bounds = model.cfg.chunk_len, model.state_bounds()
+    state, worst, finite = model.init_state(windows.shape[0]), 0.0, True
+    for c in range((windows.shape[1] - 1) // T):
+        logits, *state = model(windows[:, c * T:(c + 1) * T], *state)
+        finite &= bool(torch.isfinite(logits).all())
+        for name, s in zip(STATE_NAMES, state):
+            if name in bounds:
+                worst = max(worst, float(s.abs().max()) / bounds[name])
+    return worst, finite
+
+
+def image_placement_windows(cfg: NeatConfig, codes: np.ndarray, placement: str) -> torch.Tensor:
+    """(IMAGE_SAMPLES, 2T + 1) windows of held-out 'draw' samples preceded by other samples, cut so that the
+    scored sample's image is in the second chunk and its map in the same chunk ('same') or the previous one
+    ('previous'). Positions of every other sample's image codes are blanked from scoring by the caller."""
+    T = cfg.chunk_len
+    st = grid_stream(cfg, codes, IMAGE_SAMPLES + 40, HELDOUT_GRID_SEED + 500, directions=("draw",))
+    rows, targets = [], []
+    for s in st.starts[8:8 + IMAGE_SAMPLES]:
+        boi = int(s) + int(np.argmax(st.tokens[s:] == BOI_ID))  # the sample's BOI
+        # 'same': the sample starts 8 bytes into chunk 2; 'previous': its BOI is the 3rd token of chunk 2
+        begin = int(s) - (T + 8) if placement == "same" else boi - (T + 2)
+        row = st.tokens[begin:begin + 2 * T + 1].copy()
+        keep = np.zeros(2 * T, bool)
+        keep[boi - begin:boi - begin + cfg.image_tokens + 1] = True  # this sample's codes (targets)
+        rows.append(row)
+        targets.append(keep)
+    return torch.from_numpy(np.stack(rows)).to(torch.int32), torch.from_numpy(np.stack(targets))
+
+
+@torch.no_grad()
+def image_accuracy_by_placement(model: NeatModel, codes: np.ndarray) -> dict[str, float]:
+    T, out = model.cfg.chunk_len, {}
+    for placement in ("same", "previous"):
+        win, keep = image_placement_windows(model.cfg, codes, placement)
+        logits = stream_logits(model_step(model), model.init_state(win.shape[0]), win, T)
+        targets = torch.where(keep, win[:, 1:], torch.zeros_like(win[:, 1:]))  # only the scored sample's codes
+        out[placement], _ = image_accuracy(logits, targets)
+    return out
 
 
 @torch.no_grad()
@@ -84,42 +229,81 @@ def dispatch_accuracy(model: NeatModel, streams: dict[str, TaskStream], seed: in
     return float((pred == labels).float().mean()), majority
 
 
+def text_mean(by_task: dict[str, float]) -> float:
+    """Bits per byte over the text tasks, equal weight (every stream has the same length)."""
+    return float(np.mean([by_task["prose"], by_task["code"]]))
+
+
+def bars(r: dict) -> list[dict]:
+    """The NEAT v2 bars, each with its measured value and whether it is met."""
+    c, base = r["conditions"], r["baselines"]
+    neat = text_mean(c["carried"])
+    out = [
+        {"bar": "finite and bounded on the held-out streams (max |state| / bound <= 1)",
+         "value": r["max_state_over_bound"], "met": r["finite"] and r["max_state_over_bound"] <= 1.0},
+        {"bar": "text bits per byte >= 5% below the 6-gram", "value": neat / base["ngram"]["text"] - 1,
+         "met": neat <= 0.95 * base["ngram"]["text"]},
+        {"bar": "state carried >= 3% better than reset every chunk", "value": neat / text_mean(c["reset_every_chunk"]) - 1,
+         "met": neat <= 0.97 * text_mean(c["reset_every_chunk"])},
+        {"bar": "image-token accuracy >= 90%, map in the same chunk", "value": r["image_accuracy"]["same"],
+         "met": r["image_accuracy"]["same"] >= 0.9},
+        {"bar": "image-token accuracy >= 80%, map in the previous chunk", "value": r["image_accuracy"]["previous"],
+         "met": r["image_accuracy"]["previous"] >= 0.8},
+    ]
+    if "plain" in base:
+        out.insert(2, {"bar": "text bits per byte below the plain transformer's", "value": neat / base["plain"]["text"] - 1,
+                       "met": neat < base["plain"]["text"]})
+    if "z_zero" in c:
+        gains = {t: c["carried"][t] / c["z_zero"][t] - 1 for t in TASKS}
+        best = min(gains, key=gains.get)
+        out.append({"bar": f"dispatch mix >= 1% better than Z = 0 on one task (best: {best})",
+                    "value": gains[best], "met": gains[best] <= -0.01})
+    return out
+
+
 @torch.no_grad()
-def evaluate(model: NeatModel) -> dict:
-    """Every held-out figure of the reference model with its baseline, as a JSON-ready dict."""
+def evaluate(model: NeatModel, plain=None, chunks: int = STREAM_CHUNKS) -> dict:
+    """Every held-out figure of the reference model with its baselines and the bars, as a JSON-ready dict.
+    `plain`: the baseline PlainModel (default: none); `chunks`: chunks per held-out stream."""
+    from neat.ngram import NGramModel
+
     cfg, T = model.cfg, model.cfg.chunk_len
     codes = model.codebook.codes.detach().numpy()
+    windows = {t: text_windows(cfg, t, chunks) for t in ("prose", "code")}
+    windows["grid"] = grid_windows(cfg, codes, chunks)
+    report: dict = {"model": cfg.name, "stream_chunks": chunks, "stream_bytes": chunks * T,
+                    "streams_per_task": TEXT_STREAMS}
+    report["conditions"] = score_conditions(model, windows)
 
-    def step(tokens, state):
-        logits, *new_state = model(tokens, *state)
-        return logits, new_state
-
-    report: dict = {"model": cfg.name, "text": {}}
-    all_logits, all_targets, train_bytes = [], [], []
-    for task in ("prose", "code"):
-        win = text_windows(cfg, task)
-        logits = stream_logits(step, model.init_state(win.shape[0]), win, T)
-        targets = win[:, 1:]
-        report["text"][task] = {"bits_per_byte": bits_per_byte(logits, targets), "bytes": targets.numel()}
-        all_logits.append(logits)
-        all_targets.append(targets)
-        train_bytes.append(text_stream(task, held_out=False).tokens)
-    targets = torch.cat(all_targets)
-    report["bits_per_byte"] = bits_per_byte(torch.cat(all_logits), targets)
-    report["unigram_bits_per_byte"] = unigram_bits_per_byte(np.concatenate(train_bytes), targets)
-
-    win = grid_windows(cfg, codes)
-    logits = stream_logits(step, model.init_state(win.shape[0]), win, T)
-    report["image_token_accuracy"], report["image_tokens"] = image_accuracy(logits, win[:, 1:])
-    train_codes = grid_stream(cfg, codes, 1000, 1).tokens
-    train_codes = train_codes[train_codes >= FIRST_CODE_ID]
-    report["image_majority_accuracy"] = float(
-        (win[:, 1:][win[:, 1:] >= FIRST_CODE_ID] == int(np.bincount(train_codes).argmax())).float().mean())
+    train_text = np.concatenate([text_stream(t, held_out=False).tokens for t in ("prose", "code")])
+    targets = torch.cat([windows["prose"][:, 1:], windows["code"][:, 1:]])
+    ngram = NGramModel(train_text.astype(np.uint8), NGRAM_ORDER)
+    by_task = {t: ngram_bits_per_byte(ngram, windows[t]) for t in ("prose", "code")}
+    report["baselines"] = {
+        "unigram": {"text": unigram_bits_per_byte(train_text, targets)},
+        "ngram": {**by_task, "text": text_mean(by_task), "order": NGRAM_ORDER},
+    }
+    if plain is not None:
+        step = model_step(plain)
+        by_task = {t: bits_per_byte(stream_logits(step, plain.init_state(w.shape[0]), w, T), w[:, 1:])
+                   for t, w in windows.items()}
+        report["baselines"]["plain"] = {**by_task, "text": text_mean(by_task),
+                                        "params": sum(p.numel() for p in plain.parameters())}
+    report["bits_per_byte"] = text_mean(report["conditions"]["carried"])
+    report["text"] = {t: {"bits_per_byte": report["conditions"]["carried"][t], "bytes": int(windows[t][:, 1:].numel())}
+                      for t in ("prose", "code")}
+    report["max_state_over_bound"], report["finite"] = max_state_ratio(model, torch.cat(list(windows.values())))
+    report["image_accuracy"] = image_accuracy_by_placement(model, codes)
+    majority = grid_stream(cfg, codes, 1000, 1).tokens
+    majority = int(np.bincount(majority[majority >= FIRST_CODE_ID]).argmax())
+    win, keep = image_placement_windows(cfg, codes, "same")
+    report["image_majority_accuracy"] = float((win[:, 1:][keep & (win[:, 1:] >= FIRST_CODE_ID)] == majority).float().mean())
 
     held = {t: text_stream(t, True) for t in ("prose", "code")}
     held["grid"] = grid_stream(cfg, codes, 200, HELDOUT_GRID_SEED + 100)
     report["dispatch_accuracy"], report["dispatch_majority_accuracy"] = dispatch_accuracy(model, held)
-    report["mean_patch_bytes"] = mean_patch_bytes(model, text_windows(cfg, "prose")[:, :T])
+    report["mean_patch_bytes"] = mean_patch_bytes(model, windows["prose"][:, :T])
+    report["bars"] = bars(report)
     return report
 
 

@@ -13,6 +13,7 @@ from neat.model import NeatModel, count_parameters
 
 DTYPE_NAMES = {torch.int32: "int32", torch.float32: "float32"}
 DEFAULT_BATCH = (1, 4)
+LONG_STREAM_CHUNKS = 64  # the verification stream: long enough that a diverging state shows (8 KB)
 # entropy patching thresholds the entropy: in fp16 a boundary near theta flips and the whole patch layout
 # (and the Titans memory after it) changes, so entropy() and the threshold stay fp32 (no matmul in them)
 FP32_SCOPES = ("patch_starts(",)
@@ -23,7 +24,7 @@ def _real_text(model: NeatModel):
 
     def real_data(batch: int, chunks: int):
         T = model.cfg.chunk_len
-        rows = torch.cat([text_windows(model.cfg, "prose"), text_windows(model.cfg, "code")])
+        rows = torch.cat([text_windows(model.cfg, "prose", chunks), text_windows(model.cfg, "code", chunks)])
         rows = rows[torch.linspace(0, len(rows) - 1, batch).long()]
         return [(rows[:, c * T:(c + 1) * T].contiguous(),) for c in range(chunks)]
 
@@ -72,6 +73,7 @@ def neat_spec(checkpoint: str | Path | None = None, batch: tuple[int, int] = DEF
         weights_sha256=weights_sha256(model),
         real_data=_real_text(model),
         score=bits_per_byte,
+        long_stream_chunks=LONG_STREAM_CHUNKS,
         reference_file=None if model_given else path,
         fp32_scopes=FP32_SCOPES,
         info={"params": count_parameters(model), "chunk_len": T, "vocab_size": V,

@@ -44,6 +44,23 @@ def causal_window_bias(length: int, window: int) -> torch.Tensor:
     return (~allowed).float() * NEG
 
 
+def carried_window_bias(length: int, window: int) -> torch.Tensor:
+    """(T, W + T) additive bias for T queries after W carried keys: query i (absolute W + i) sees keys
+    i < j <= W + i, i.e. the `window` positions ending at itself, reaching into the carried ones."""
+    i = torch.arange(length)[:, None]
+    j = torch.arange(window + length)[None, :]
+    allowed = (j > i) & (j <= i + window)
+    return (~allowed).float() * NEG
+
+
+def carried_key_bias(seen: torch.Tensor, window: int, length: int) -> torch.Tensor:
+    """(B, 1, 1, W + T) bias ruling out carried keys older than the stream: seen (B, 1) bytes seen so far,
+    capped at W; carried key j < W holds the byte W - j positions back, real only if seen >= W - j."""
+    back = window - torch.arange(window, device=seen.device, dtype=seen.dtype)  # (W,): W .. 1
+    ok = torch.cat([(seen >= back).float(), torch.ones_like(seen).expand(-1, length)], dim=1)  # (B, W + T)
+    return ((1.0 - ok) * NEG)[:, None, None, :]
+
+
 def rope_tables(length: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin (T, head_dim) of rotary position embeddings (rotate-half layout)."""
     inv = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)
@@ -84,9 +101,11 @@ class Attention(nn.Module):
     def forward(self, xq: torch.Tensor, xkv: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         # xq (B, Q, q_dim), xkv (B, K, kv_dim), bias broadcastable to (B, H, Q, K)
         q, k, v = self._split(self.q(xq)), self._split(self.k(xkv)), self._split(self.v(xkv))
-        if self.rope:
-            q, k = apply_rope(q, self.cos, self.sin), apply_rope(k, self.cos, self.sin)
-        scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim)) + bias  # (B, H, Q, K)
+        if self.rope:  # keys are positions 0..K-1; queries are the last Q of them (carried keys come first)
+            Q, K = q.shape[2], k.shape[2]
+            q = apply_rope(q, self.cos[K - Q:K], self.sin[K - Q:K])
+            k = apply_rope(k, self.cos[:K], self.sin[:K])
+        scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim)) + bias.to(q.dtype)  # (B, H, Q, K)
         y = torch.softmax(scores, dim=-1) @ v  # (B, H, Q, hd)
         B, _, Q, _ = y.shape
         return self.o(y.transpose(1, 2).reshape(B, Q, self.heads * self.head_dim))
@@ -115,3 +134,16 @@ class Block(nn.Module):
         h = self.norm1(x)
         x = x + self.attn(h, h, bias)
         return x + self.mlp(self.norm2(x))
+
+
+class WindowBlock(Block):
+    """A byte layer whose attention reaches back into the previous chunk: the normalised inputs of its
+    last W positions are carried as state (bounded: RMSNorm outputs) and serve as extra keys/values."""
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, past: torch.Tensor):
+        # x (B, T, d); past (B, W, d) normalised inputs of the W bytes before this chunk; bias (B, 1, T, W + T)
+        h = self.norm1(x)
+        kv = torch.cat([past, h], dim=1)  # (B, W + T, d)
+        x = x + self.attn(h, kv, bias)
+        x = x + self.mlp(self.norm2(x))
+        return x, kv[:, -past.shape[1]:]  # (B, T, d), new past (B, W, d)

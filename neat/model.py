@@ -5,6 +5,9 @@ Transformer² SVF MLPs, over a vocabulary of bytes, specials and MVoT image code
 
 tokens: int32 (B, T) with T = cfg.chunk_len. Everything carried across chunks is explicit state
 (see STATE_NAMES and `state_spec`), so a long input is processed chunk by chunk in constant memory.
+Across the chunk boundary the byte layers see the previous chunk's last `local_window` bytes and the
+latent layers its last `latent_window` patches (carried windows), the decoder its last patch's output,
+and the Titans memory everything before. Every float state stays within `state_bounds()` for any input.
 """
 from __future__ import annotations
 
@@ -15,12 +18,13 @@ from torch import nn
 
 from neat.blt import EntropyModel, LocalDecoder, LocalEncoder, patch_assignment, patch_starts
 from neat.config import NEG, PAD_ID, NeatConfig
-from neat.layers import Attention, RMSNorm
+from neat.layers import Attention, RMSNorm, carried_key_bias, carried_window_bias
 from neat.mvot import ModalityMask, VisualCodebook
-from neat.svf import Dispatch, SVFMLP
-from neat.titans import NeuralMemory
+from neat.svf import DISPATCH_HORIZON, Dispatch, SVFMLP
+from neat.titans import MOMENTUM_MAX, WEIGHT_MAX, NeuralMemory
 
-STATE_NAMES = ("context", "prev_patch", "dispatch", "modality", "mem_w1", "mem_w2", "mem_s1", "mem_s2")
+STATE_NAMES = ("context", "seen", "prev_patch", "dispatch", "modality", "enc_window", "dec_window",
+               "lat_window", "lat_valid", "mem_w1", "mem_w2", "mem_s1", "mem_s2")
 
 
 @dataclass(frozen=True)
@@ -30,30 +34,36 @@ class TensorSpec:
     dtype: torch.dtype
 
 
+def norm_bound(norm: RMSNorm) -> float:
+    """Largest |output| of an RMSNorm: each normalised entry is at most sqrt(dim) in magnitude."""
+    return float(norm.weight.shape[0] ** 0.5 * norm.weight.detach().abs().max())
+
+
 class LatentLayer(nn.Module):
-    """MAG block: causal attention over patch slots (with persistent tokens) gated with the neural memory,
-    then an SVF-adapted MLP."""
+    """MAG block: causal attention over patch slots (with persistent tokens and the previous chunk's last
+    patches) gated with the neural memory, then an SVF-adapted MLP."""
 
     def __init__(self, cfg: NeatConfig):
         super().__init__()
         D = cfg.global_dim
         self.norm1, self.norm2 = RMSNorm(D), RMSNorm(D)
         self.persistent = nn.Parameter(torch.randn(cfg.persistent_tokens, D) * 0.02)
+        self.carry_pos = nn.Parameter(torch.randn(cfg.latent_window, D) * 0.02)  # marks carried patches
         self.attn = Attention(D, D, D, cfg.global_heads)
         self.memory = NeuralMemory(cfg)
         self.gate = nn.Linear(D, D)
         self.mlp = SVFMLP(cfg)
 
-    def forward(self, x, bias, valid, alpha, w1, w2, s1, s2):
-        # x (B, Pm, D); bias (B, 1, Pm, Np + Pm); valid (B, Pm); alpha (B, Pm, K)
+    def forward(self, x, bias, valid, alpha, past, w1, w2, s1, s2):
+        # x (B, Pm, D); bias (B, 1, Pm, Np + R + Pm); valid (B, Pm); alpha (B, Pm, K); past (B, R, D)
         h = self.norm1(x)
-        kv = torch.cat([self.persistent.expand(x.shape[0], -1, -1), h], dim=1)  # (B, Np + Pm, D)
+        kv = torch.cat([self.persistent.expand(x.shape[0], -1, -1), past + self.carry_pos, h], dim=1)
         a = self.attn(h, kv, bias)
         m, w1, w2, s1, s2 = self.memory(h, valid, w1, w2, s1, s2)
         g = torch.sigmoid(self.gate(h))
         x = x + g * a + (1.0 - g) * m
         x = x + self.mlp(self.norm2(x), alpha)
-        return x, w1, w2, s1, s2
+        return x, h, w1, w2, s1, s2  # h: the normalised patch states the next chunk may carry
 
 
 class NeatModel(nn.Module):
@@ -71,18 +81,27 @@ class NeatModel(nn.Module):
         self.modality = ModalityMask(cfg)
         self.codebook = VisualCodebook(cfg)
         i = torch.arange(Pm)
-        causal = torch.cat([torch.zeros(Pm, cfg.persistent_tokens), (i[None, :] > i[:, None]).float() * NEG], 1)
-        self.register_buffer("latent_causal", causal, persistent=False)  # (Pm, Np + Pm)
+        before = torch.zeros(Pm, cfg.persistent_tokens + cfg.latent_window)  # persistent and carried keys
+        causal = torch.cat([before, (i[None, :] > i[:, None]).float() * NEG], 1)
+        self.register_buffer("latent_causal", causal, persistent=False)  # (Pm, Np + R + Pm)
+        self.register_buffer("byte_causal", carried_window_bias(cfg.chunk_len, cfg.local_window),
+                             persistent=False)  # (T, W + T)
 
     # ----- state -------------------------------------------------------------------------------
     def state_spec(self) -> tuple[TensorSpec, ...]:
         c = self.cfg
         L, d, h = c.global_layers, c.mem_dim, c.mem_hidden
+        W, R, D = c.local_window, c.latent_window, c.global_dim
         return (
             TensorSpec("context", (max(c.hash_ngrams) - 1,), torch.int32),  # last tokens, for hashes
-            TensorSpec("prev_patch", (c.global_dim,), torch.float32),  # global output of the last patch
-            TensorSpec("dispatch", (c.global_dim + 1,), torch.float32),  # running mean and count
+            TensorSpec("seen", (1,), torch.float32),  # bytes seen so far, capped at local_window
+            TensorSpec("prev_patch", (D,), torch.float32),  # global output of the last patch
+            TensorSpec("dispatch", (D + 1,), torch.float32),  # running mean and count
             TensorSpec("modality", (2,), torch.float32),  # inside an image, codes so far
+            TensorSpec("enc_window", (W, c.local_dim), torch.float32),  # encoder byte layer, last W bytes
+            TensorSpec("dec_window", (W, c.local_dim), torch.float32),  # decoder byte layer, last W bytes
+            TensorSpec("lat_window", (L, R, D), torch.float32),  # latent layers, last R patches
+            TensorSpec("lat_valid", (R,), torch.float32),  # which carried patch slots are real
             TensorSpec("mem_w1", (L, d, h), torch.float32),
             TensorSpec("mem_w2", (L, h, d), torch.float32),
             TensorSpec("mem_s1", (L, d, h), torch.float32),
@@ -101,14 +120,36 @@ class NeatModel(nn.Module):
         w2 = torch.stack([layer.memory.w2_init for layer in self.layers])
         return (
             torch.full((batch, *spec["context"].shape), PAD_ID, dtype=torch.int32, device=dev),
+            zeros("seen"),
             zeros("prev_patch"),
             zeros("dispatch"),
             zeros("modality"),
+            zeros("enc_window"),
+            zeros("dec_window"),
+            zeros("lat_window"),
+            zeros("lat_valid"),
             w1.detach().expand(batch, -1, -1, -1).clone(),
             w2.detach().expand(batch, -1, -1, -1).clone(),
             zeros("mem_s1"),
             zeros("mem_s2"),
         )
+
+    def state_bounds(self) -> dict[str, float]:
+        """The largest magnitude each float state can take after any input of any length, by construction:
+        windows and patch outputs are RMSNorm outputs, the dispatch state a mean of them and a capped count,
+        the memory norm-clipped (neat.titans), the modality count capped at one image."""
+        c = self.cfg
+        return {
+            "seen": float(c.local_window),
+            "prev_patch": norm_bound(self.norm),
+            "dispatch": max(norm_bound(self.dispatch.norm), DISPATCH_HORIZON),
+            "modality": float(c.image_tokens),
+            "enc_window": norm_bound(self.encoder.block.norm1),
+            "dec_window": norm_bound(self.decoder.block.norm1),
+            "lat_window": max(norm_bound(layer.norm1) for layer in self.layers),
+            "lat_valid": 1.0,
+            "mem_w1": WEIGHT_MAX, "mem_w2": WEIGHT_MAX, "mem_s1": MOMENTUM_MAX, "mem_s2": MOMENTUM_MAX,
+        }
 
     # ----- forward -----------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, *state: torch.Tensor, alpha: torch.Tensor | None = None):
@@ -121,42 +162,56 @@ class NeatModel(nn.Module):
 
     def forward_detailed(self, tokens, state, alpha=None) -> dict:
         cfg = self.cfg
-        context, prev_patch, disp_state, mod_state, w1, w2, s1, s2 = state
+        (context, seen, prev_patch, disp_state, mod_state, enc_win, dec_win, lat_win, lat_valid,
+         w1, w2, s1, s2) = state
+        T, W, R = cfg.chunk_len, cfg.local_window, cfg.latent_window
+        byte_bias = self.byte_causal + carried_key_bias(seen, W, T)  # (B, 1, T, W + T)
         # BLT patching: entropy of the frozen entropy model -> boundaries -> one-hot assignment
         ent_logits = self.entropy(tokens)  # (B, T, V)
         b = patch_starts(ent_logits, tokens, context[:, -1:], cfg.entropy_threshold)  # (B, T)
         P, pid = patch_assignment(b, cfg.max_patches)  # (B, T, Pm), (B, T)
-        valid = (P.sum(1) > 0).float()  # (B, Pm) patch_mask
-        x, patches, new_context = self.encoder(tokens, context, mod_state, P)  # (B, T, d), (B, Pm, D)
+        P = P.to(self.slot_pos.dtype)  # the decision is fp32; masks follow the model's dtype (fp16 runs)
+        valid = (P.sum(1) > 0).to(P.dtype)  # (B, Pm) patch_mask
+        x, patches, new_context, new_enc = self.encoder(tokens, context, mod_state, P, enc_win, byte_bias)
 
         # Transformer² pass 1: dispatch -> expert mix per patch slot
         disp_logits, new_disp = self.dispatch(patches, valid, disp_state)  # (B, Pm, K)
         mix = torch.softmax(disp_logits, dim=-1) if alpha is None else alpha[:, None, :].expand_as(disp_logits)
 
         # latent transformer over patch slots with Titans memory (pass 2 uses the mix)
-        key_ok = torch.cat([torch.ones_like(valid[:, :1]).expand(-1, cfg.persistent_tokens), valid], 1)
-        bias = (self.latent_causal + (1.0 - key_ok[:, None, :]) * NEG)[:, None]  # (B, 1, Pm, Np + Pm)
+        key_ok = torch.cat([torch.ones_like(valid[:, :1]).expand(-1, cfg.persistent_tokens), lat_valid, valid], 1)
+        bias = (self.latent_causal + (1.0 - key_ok[:, None, :]) * NEG)[:, None]  # (B, 1, Pm, Np + R + Pm)
+        # the last R real patches of [carried, this chunk's] (real slots are 0..n-1): a one-hot selection
+        n = valid.sum(1)  # (B,)
+        pos = torch.arange(R + cfg.max_patches, device=n.device, dtype=n.dtype)
+        sel = (pos[None, None, :] == (n[:, None, None] + torch.arange(R, device=n.device, dtype=n.dtype)[:, None]))
+        sel = sel.to(patches.dtype)  # (B, R, R + Pm)
+        new_lat_valid = (sel @ torch.cat([lat_valid, valid], 1)[..., None])[..., 0]  # (B, R)
         h = patches + self.slot_pos
-        new_mem = []
+        new_mem, new_win = [], []
         for i, layer in enumerate(self.layers):
-            h, *mem = layer(h, bias, valid, mix, w1[:, i], w2[:, i], s1[:, i], s2[:, i])
+            past = lat_win[:, i]  # (B, R, D)
+            h, normed, *mem = layer(h, bias, valid, mix, past, w1[:, i], w2[:, i], s1[:, i], s2[:, i])
+            new_win.append(sel @ torch.cat([past, normed], 1))  # (B, R, D)
             new_mem.append(mem)
         h = self.norm(h)  # (B, Pm, D)
         new_w1, new_w2, new_s1, new_s2 = (torch.stack(t, dim=1) for t in zip(*new_mem))
 
         # local decoder reads the previous patch's global output; the last real patch is carried over
         g_shift = torch.cat([prev_patch[:, None], h[:, :-1]], dim=1)  # (B, Pm, D)
-        last = (torch.arange(cfg.max_patches, device=h.device) == (valid.sum(1, keepdim=True) - 1)).float()
+        last = (torch.arange(cfg.max_patches, device=h.device) == (valid.sum(1, keepdim=True) - 1)).to(h.dtype)
         new_prev = (last[:, None, :] @ h)[:, 0]  # (B, D)
-        logits = self.decoder(x, g_shift, pid)  # (B, T, V)
+        logits, new_dec = self.decoder(x, g_shift, pid, dec_win, byte_bias)  # (B, T, V), (B, W, d)
         mask, new_mod = self.modality(tokens, mod_state)
+        new_seen = (seen + T).clamp(max=float(W))
         return {
             "logits": logits + mask,
             "entropy_logits": ent_logits,
             "dispatch_logits": disp_logits,
             "patch_starts": b,
             "valid": valid,
-            "state": (new_context, new_prev, new_disp, new_mod, new_w1, new_w2, new_s1, new_s2),
+            "state": (new_context, new_seen, new_prev, new_disp, new_mod, new_enc, new_dec,
+                      torch.stack(new_win, dim=1), new_lat_valid, new_w1, new_w2, new_s1, new_s2),
         }
 
     @torch.no_grad()

@@ -88,9 +88,9 @@ def image_progress(tokens: torch.Tensor, state: torch.Tensor, n_img: float) -> t
     tokens (B, T) int32; state (B, 2) = [inside, codes so far] before the chunk. Every span is
     BOI, n_img codes, EOI; earlier spans in the chunk closed after exactly n_img codes.
     """
-    is_boi = (tokens == BOI_ID).float()
-    is_eoi = (tokens == EOI_ID).float()
-    is_code = (tokens >= FIRST_CODE_ID).float()
+    is_boi = (tokens == BOI_ID).to(state.dtype)
+    is_eoi = (tokens == EOI_ID).to(state.dtype)
+    is_code = (tokens >= FIRST_CODE_ID).to(state.dtype)
     inside = (state[:, :1] + torch.cumsum(is_boi - is_eoi, dim=1)).clamp(0.0, 1.0)
     n = state[:, 1:] + torch.cumsum(is_code, dim=1) - n_img * torch.cumsum(is_eoi, dim=1)
     return inside, n
@@ -109,7 +109,7 @@ class ImageCellEmbedding(nn.Module):
     def forward(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         inside, n = image_progress(tokens, state, self.n_img)
         idx = inside * n + (1.0 - inside) * (self.n_img + 1.0)  # (B, T)
-        return (idx[..., None] == self.slots).float() @ self.table  # (B, T, dim)
+        return (idx[..., None] == self.slots).to(self.table.dtype) @ self.table  # (B, T, dim)
 
 
 class ModalityMask(nn.Module):
@@ -131,11 +131,12 @@ class ModalityMask(nn.Module):
     def forward(self, tokens: torch.Tensor, state: torch.Tensor):
         # tokens (B, T) int32; state (B, 2)
         inside, n = image_progress(tokens, state, self.n_img)  # (B, T), (B, T)
-        full = (n >= self.n_img).float()
+        full = (n >= self.n_img).to(n.dtype)
         allowed = (
             (1.0 - inside)[..., None] * self.text_ok
             + (inside * (1.0 - full))[..., None] * self.code_ok
             + (inside * full)[..., None] * self.eoi_ok
         )  # (B, T, V)
-        new_state = torch.stack([inside[:, -1], n[:, -1] * inside[:, -1]], dim=-1)  # (B, 2)
+        # codes so far capped at one image (bounded however many codes an input puts in a span)
+        new_state = torch.stack([inside[:, -1], (n[:, -1] * inside[:, -1]).clamp(0.0, self.n_img)], dim=-1)  # (B, 2)
         return (1.0 - allowed) * NEG, new_state

@@ -71,7 +71,8 @@ class Dispatch(nn.Module):
     Streaming-causal form: the representation of patch slot p is the mean of every patch state up to p,
     carried across chunks by the state (running mean, count), so a chunked stream classifies exactly as
     the whole stream would. The count is capped at DISPATCH_HORIZON, after which the mean is a moving
-    average over about that many patches: every state value stays bounded (fp16-safe on any length).
+    average over about that many patches. The mean is taken of RMS-normalised patch states, so every
+    state value is bounded by construction: |mean| <= sqrt(D) * max|norm.weight|, count <= DISPATCH_HORIZON.
     """
 
     def __init__(self, cfg: NeatConfig):
@@ -84,9 +85,10 @@ class Dispatch(nn.Module):
     def forward(self, patches: torch.Tensor, valid: torch.Tensor, state: torch.Tensor):
         # patches (B, Pm, D); valid (B, Pm); state (B, D + 1) = [running mean | count]
         mean, n = state[:, None, :-1], state[:, None, -1:]  # (B, 1, D), (B, 1, 1)
+        patches = self.norm(patches)  # bounded: the mean of bounded vectors stays within their bound
         csum = torch.cumsum(patches * valid[..., None], dim=1)  # (B, Pm, D), within the chunk only
         ccount = torch.cumsum(valid, dim=1)[..., None]  # (B, Pm, 1)
         rep = mean + (csum - ccount * mean) / (n + ccount).clamp(min=1.0)  # mean of all patch states so far
-        logits = self.head(torch.nn.functional.silu(self.hidden(self.norm(rep))))  # (B, Pm, K)
+        logits = self.head(torch.nn.functional.silu(self.hidden(rep)))  # (B, Pm, K)
         new_state = torch.cat([rep[:, -1], (n[:, 0] + ccount[:, -1]).clamp(max=DISPATCH_HORIZON)], dim=-1)
         return logits, new_state  # (B, Pm, K), (B, D + 1)

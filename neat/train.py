@@ -2,8 +2,10 @@
 
 1. entropy: the BLT entropy model alone (next-token cross-entropy); then theta is calibrated on text so
    that patches average TARGET_PATCH_BYTES bytes, and the entropy model is frozen.
-2. base: everything else, on sequences of several chunks with the state carried (and back-propagated)
-   across them: cross-entropy + MVoT token discrepancy loss at image positions + dispatch cross-entropy.
+2. base: everything else, on persistent streams (STREAM_CHUNKS chunks, 4 KB, each, restarted at staggered
+   times) with the state carried from step to step and back-propagated through the last `chunks` chunks
+   (truncated back-propagation), so the memory is trained in the regime it meets over thousands of bytes:
+   cross-entropy + MVoT token discrepancy loss at image positions + dispatch cross-entropy.
 3. experts: the Transformer² build step (SVD of the latent MLPs), then only the expert vectors Z are
    trained, each on its own task through a caller-given one-hot mix.
 """
@@ -28,6 +30,7 @@ DISCREPANCY_WEIGHT = 0.5
 DISPATCH_WEIGHT = 0.2
 GRID_TRAIN_SAMPLES = 6000
 GRID_TRAIN_SEED, GRID_HELDOUT_SEED = 1, 2
+STREAM_CHUNKS = 32    # chunks per training stream before it restarts (state reset) somewhere else
 
 
 @dataclass
@@ -36,11 +39,12 @@ class TrainSettings:
 
     preset: str = "tiny"          # model size (see neat.config.PRESETS)
     seed: int = 0                 # fixes data sampling and initialisation
+    arch: str = "neat"            # "neat", or "plain": the same-budget causal byte transformer baseline
     entropy_steps: int = 1000     # stage 1 optimizer steps
-    base_steps: int = 2400        # stage 2 optimizer steps
+    base_steps: int = 3000        # stage 2 optimizer steps
     expert_steps: int = 300       # stage 3 optimizer steps
-    batch: int = 8                # sequences per step
-    chunks: int = 2               # chunks per training sequence, state carried across them
+    batch: int = 8                # streams per step (row i carries task i mod n_tasks)
+    chunks: int = 2               # chunks per step and stream: the truncated back-propagation window
     lr: float = 2e-3              # peak AdamW learning rate (warm-up, then cosine decay)
     threads: int = 0              # torch CPU threads; 0 keeps torch's default
 
@@ -58,6 +62,40 @@ def build_streams(cfg: NeatConfig, codes: np.ndarray, held_out: bool) -> dict[st
     }
 
 
+class StreamBatch:
+    """`batch` persistent streams, row i on task experts[i % K]. Each `next(n)` returns the next n chunks
+    (+1 target token) of every row and which rows started a new stream (their state must be reset).
+    Streams last STREAM_CHUNKS chunks; their first lengths are staggered so resets are spread over steps."""
+
+    def __init__(self, streams, experts, rng, batch: int, chunk_len: int, stream_chunks: int = STREAM_CHUNKS):
+        self.streams, self.rng, self.T, self.stream_chunks = streams, rng, chunk_len, stream_chunks
+        self.tasks = [experts[i % len(experts)] for i in range(batch)]
+        self.labels = torch.arange(batch) % len(experts)
+        self.pos = [0] * batch
+        self.left = [-(i * stream_chunks // batch) for i in range(batch)]  # <= 0: start (staggered) now
+
+    def next(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rows, fresh = [], []
+        for i, task in enumerate(self.tasks):
+            st = self.streams[task]
+            fresh.append(self.left[i] < n)
+            if fresh[-1]:
+                length = self.stream_chunks + (self.left[i] // n) * n if self.left[i] < 0 else self.stream_chunks
+                ok = st.starts[st.starts + self.stream_chunks * self.T + 1 <= len(st.tokens)]
+                self.pos[i], self.left[i] = int(self.rng.choice(ok)), max(length, n)
+            p = self.pos[i]
+            rows.append(st.tokens[p:p + n * self.T + 1])
+            self.pos[i] += n * self.T
+            self.left[i] -= n
+        tokens = torch.from_numpy(np.stack(rows)).to(torch.int32)
+        return tokens, torch.tensor(fresh), self.labels
+
+
+def carry_state(state, init, fresh: torch.Tensor):
+    """The state carried into the next step: detached (truncated back-propagation), rows in `fresh` reset."""
+    return tuple(torch.where(fresh.view(-1, *[1] * (s.dim() - 1)), i, s.detach()) for s, i in zip(state, init))
+
+
 def _batch(streams, experts, rng, batch, length):
     """Equal share of every task; returns tokens (B, length) int32 and task labels (B,)."""
     labels = np.arange(batch) % len(experts)
@@ -72,10 +110,11 @@ def _lr(step: int, total: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm))))
 
 
-def sequence_loss(model: NeatModel, tokens: torch.Tensor, labels: torch.Tensor, alpha=None) -> tuple[torch.Tensor, dict]:
-    """Loss of a (B, n*T + 1) window processed chunk by chunk with the state carried."""
+def sequence_loss(model: NeatModel, tokens: torch.Tensor, labels: torch.Tensor, alpha=None, state=None):
+    """Loss of a (B, n*T + 1) window processed chunk by chunk with the state carried from `state`
+    (default: a fresh one). Returns (loss, figures, final state)."""
     T = model.cfg.chunk_len
-    state = model.init_state(tokens.shape[0])
+    state = model.init_state(tokens.shape[0]) if state is None else state
     ce_sum = disc_sum = disp_sum = 0.0
     n_chunks = (tokens.shape[1] - 1) // T
     for c in range(n_chunks):
@@ -85,6 +124,8 @@ def sequence_loss(model: NeatModel, tokens: torch.Tensor, labels: torch.Tensor, 
         logits = out["logits"]
         ce_sum = ce_sum + F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         img = y >= FIRST_CODE_ID
+        if "valid" not in out:  # the plain baseline: cross-entropy only
+            continue
         if img.any():
             img_logits = logits[img][:, FIRST_CODE_ID:]
             disc_sum = disc_sum + discrepancy_loss(img_logits, y[img] - FIRST_CODE_ID, model.codebook.codes)
@@ -95,7 +136,7 @@ def sequence_loss(model: NeatModel, tokens: torch.Tensor, labels: torch.Tensor, 
     ce, disc, disp = ce_sum / n_chunks, disc_sum / n_chunks, disp_sum / n_chunks
     loss = ce + DISCREPANCY_WEIGHT * disc + DISPATCH_WEIGHT * disp
     ce_value = float(ce.detach())
-    return loss, {"loss": ce_value, "bpt": ce_value / math.log(2)}
+    return loss, {"loss": ce_value, "bpt": ce_value / math.log(2)}, state
 
 
 def _run_stage(name, params, steps, s: TrainSettings, loss_fn, report: Report | None):
@@ -117,6 +158,20 @@ def _run_stage(name, params, steps, s: TrainSettings, loss_fn, report: Report | 
             report(name, step + 1, steps, figures)
 
 
+def _stream_loss(model: NeatModel, batches: StreamBatch, chunks: int, alpha=None):
+    """A loss function for `_run_stage` that walks the persistent streams, carrying the state."""
+    carried = [None]
+
+    def loss_fn():
+        tok, fresh, labels = batches.next(chunks)
+        init = model.init_state(tok.shape[0])
+        state = init if carried[0] is None else carry_state(carried[0], init, fresh)
+        loss, fig, carried[0] = sequence_loss(model, tok, labels, alpha, state)
+        return loss, {**fig, "tokens": tok.numel()}
+
+    return loss_fn
+
+
 def calibrate_threshold(model: NeatModel, streams, rng, n: int = 64) -> float:
     """theta such that text patches average TARGET_PATCH_BYTES bytes."""
     from neat.blt import entropy
@@ -128,10 +183,34 @@ def calibrate_threshold(model: NeatModel, streams, rng, n: int = 64) -> float:
     return float(torch.quantile(H[:, :-1].flatten(), 1.0 - 1.0 / TARGET_PATCH_BYTES))
 
 
+def train_plain(s: TrainSettings, report: Report | None = None):
+    """The baseline: a plain causal byte transformer on the same streams, for the same number of bytes as
+    NEAT's base and expert stages together (NEAT's entropy stage, 1/16 of that, is not given to it)."""
+    from neat.plain import PlainConfig, PlainModel
+
+    torch.manual_seed(s.seed)
+    rng = np.random.default_rng(s.seed)
+    cfg = preset(s.preset)
+    t_start = time.perf_counter()
+    streams = build_streams(cfg, learn_codebook(cfg, seed=s.seed), held_out=False)
+    model = PlainModel(PlainConfig(chunk_len=cfg.chunk_len))
+    model.train()
+    steps = s.base_steps + s.expert_steps
+    loss_fn = _stream_loss(model, StreamBatch(streams, cfg.experts, rng, s.batch, cfg.chunk_len), s.chunks)
+    _run_stage("plain", list(model.parameters()), steps, s, loss_fn, report)
+    info = {"arch": "plain", "seed": s.seed, "steps": {"plain": steps}, "batch": s.batch, "chunks": s.chunks,
+            "stream_chunks": STREAM_CHUNKS, "train_seconds": round(time.perf_counter() - t_start, 1)}
+    return model.eval(), info
+
+
 def train(s: TrainSettings, report: Report | None = None) -> tuple[NeatModel, dict]:
     """Train a model from scratch; returns it with a record of what was done."""
     if s.threads:
         torch.set_num_threads(s.threads)
+    if s.arch == "plain":
+        return train_plain(s, report)
+    if s.arch != "neat":
+        raise ValueError(f"unknown architecture {s.arch!r}: choose neat or plain")
     torch.manual_seed(s.seed)
     rng = np.random.default_rng(s.seed)
     cfg = preset(s.preset)
@@ -155,13 +234,8 @@ def train(s: TrainSettings, report: Report | None = None) -> tuple[NeatModel, di
     model.cfg = cfg = cfg.replace(entropy_threshold=theta)
     model.entropy.requires_grad_(False)
 
-    # stage 2: the base model
-    length = s.chunks * T + 1
-
-    def base_loss():
-        tok, labels = _batch(streams, experts, rng, s.batch, length)
-        loss, fig = sequence_loss(model, tok, labels)
-        return loss, {**fig, "tokens": tok.numel()}
+    # stage 2: the base model, on persistent streams
+    base_loss = _stream_loss(model, StreamBatch(streams, experts, rng, s.batch, T), s.chunks)
 
     base_params = [p for p in model.parameters() if p.requires_grad]
     _run_stage("base", base_params, s.base_steps, s, base_loss, report)
@@ -175,17 +249,14 @@ def train(s: TrainSettings, report: Report | None = None) -> tuple[NeatModel, di
             lin.Z.requires_grad_(True)
             z_params.append(lin.Z)
 
-    def expert_loss():
-        tok, labels = _batch(streams, experts, rng, s.batch, length)
-        onehot = F.one_hot(labels, len(experts)).float()  # training only; never in the exported graph
-        loss, fig = sequence_loss(model, tok, labels, alpha=onehot)
-        return loss, {**fig, "tokens": tok.numel()}
+    onehot = F.one_hot(torch.arange(s.batch) % len(experts), len(experts)).float()  # training only
+    expert_loss = _stream_loss(model, StreamBatch(streams, experts, rng, s.batch, T), s.chunks, onehot)
 
     _run_stage("experts", z_params, s.expert_steps, s, expert_loss, report)
     model.eval()
     info = {
         "preset": s.preset, "seed": s.seed, "entropy_threshold": theta,
         "steps": {"entropy": s.entropy_steps, "base": s.base_steps, "experts": s.expert_steps},
-        "batch": s.batch, "chunks": s.chunks, "train_seconds": round(time.perf_counter() - t_start, 1),
+        "batch": s.batch, "chunks": s.chunks, "stream_chunks": STREAM_CHUNKS, "train_seconds": round(time.perf_counter() - t_start, 1),
     }
     return model, info

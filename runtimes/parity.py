@@ -21,4 +21,6 @@ def compare(ref: np.ndarray, got: np.ndarray) -> dict:
         "cosine": float(cos.min()),
         "argmax": float((masked_got.argmax(-1) == masked_ref.argmax(-1)).mean()),
         "finite": bool(np.isfinite(got[keep]).all()),
+        # NaN in the reference falls outside `keep`: without this, a model that diverges passes against itself
+        "reference_finite": bool(np.isfinite(ref).all()),
     }

@@ -88,3 +88,25 @@ def test_ngram_hashes_of_chunks_with_carried_context_equal_the_whole_stream():
         assert got == plain_hash(stream[0].tolist(), n, 2053)
     big = torch.full((1, 8), 276, dtype=torch.int32)  # largest ids: no int32 overflow
     assert ngram_hashes(big, 4, 2053, 5).dtype == torch.int32
+
+
+@torch.no_grad()
+def test_window_block_with_a_carried_past_equals_one_pass_over_the_whole_stream():
+    """Chunks of T with the last W normalised inputs carried reproduce the same layer run over the whole
+    stream with a plain causal window: the first bytes of a chunk see the end of the previous one."""
+    from neat.layers import Block, WindowBlock, carried_key_bias, carried_window_bias, causal_window_bias
+
+    torch.manual_seed(0)
+    T, W, d, n = 16, 6, 24, 4
+    block = WindowBlock(d, 4, rope_len=W + T)
+    whole = Block(d, 4, rope_len=n * T)
+    whole.load_state_dict(block.state_dict(), strict=False)
+    x = torch.randn(2, n * T, d)
+    want = whole(x, causal_window_bias(n * T, W))
+    past, seen, got = torch.zeros(2, W, d), torch.zeros(2, 1), []
+    for c in range(n):
+        bias = carried_window_bias(T, W) + carried_key_bias(seen, W, T)
+        y, past = block(x[:, c * T:(c + 1) * T], bias, past)
+        got.append(y)
+        seen = (seen + T).clamp(max=W)
+    assert torch.allclose(torch.cat(got, 1), want, atol=1e-5)

@@ -20,7 +20,8 @@ def test_export_all_verifies_every_artifact(neat_bundle):
         if art.parity.verdict == "passed":
             assert art.parity.worst["max_abs"] <= 1e-4 and art.parity.worst["argmax"] == 1.0
             assert {c["name"].split(" (")[0] for c in art.parity.cases} == {
-                "random, min batch", "random, max batch", "real data"}
+                "random, min batch", "random, max batch", "real data", "long stream, real data"}
+            assert max(c["chunks"] for c in art.parity.cases) == 64  # long enough for divergence to show
     assert "reference" in manifest.model and manifest.signature["dynamic"]["batch"] == {"min": 1, "max": 4}
     for target in EXPECTED:
         assert target in res.output  # the summary table names every artifact
