@@ -3,7 +3,8 @@ and check that it stays finite and bounded and does not degrade along the stream
 
     python -m benchmarks.long_stream [--checkpoint PATH] [--bytes N] [--dtype fp32|fp16] [--out FILE]
 
-The stream is held-out text and grid samples, cycled: prose, code and grid in turns of 64 KB. Reported:
+The stream is held-out text and grid samples, cycled: prose, code and grid in turns of up to 64 KB, each
+ending where a sample may start. Reported:
 bits per token for every 128 KB segment, the largest |state| / bound seen (`NeatModel.state_bounds`), whether
 every logit was finite, the time per chunk. JSON record on the last line.
 """
@@ -27,15 +28,18 @@ def stream_tokens(model, n_bytes: int) -> np.ndarray:
     from neat.evaluate import HELDOUT_GRID_SEED
 
     codes = model.codebook.codes.detach().numpy()
-    sources = [text_stream("prose", True).tokens, text_stream("code", True).tokens,
-               grid_stream(model.cfg, codes, 2000, HELDOUT_GRID_SEED + 7).tokens]
+    sources = [text_stream("prose", True), text_stream("code", True),
+               grid_stream(model.cfg, codes, 2000, HELDOUT_GRID_SEED + 7)]
     parts, offsets, total, turn = [], [0, 0, 0], 0, 0
     while total < n_bytes + 1:
         src, k = sources[turn % 3], turn % 3
-        take = src[offsets[k]:offsets[k] + TURN]
-        if len(take) < TURN:  # cycle this source
-            offsets[k], take = 0, src[:TURN]
-        offsets[k] += TURN
+        if offsets[k] + TURN > len(src.tokens):  # cycle this source
+            offsets[k] = 0
+        # a turn ends where a sample may start: an image span cut in half would leave the stream "inside an
+        # image", where the modality mask rightly rules out every text byte that follows
+        end = int(src.starts[src.starts <= offsets[k] + TURN].max())
+        take = src.tokens[offsets[k]:end]
+        offsets[k] = end
         parts.append(take)
         total += len(take)
         turn += 1
