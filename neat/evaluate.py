@@ -204,13 +204,16 @@ def image_placement_windows(cfg: NeatConfig, codes: np.ndarray, placement: str) 
 
 
 @torch.no_grad()
-def image_accuracy_by_placement(model: NeatModel, codes: np.ndarray) -> dict[str, float]:
+def image_accuracy_by_placement(model: NeatModel, codes: np.ndarray, majority: int) -> dict[str, float]:
+    """Accuracy on the scored samples' codes per placement, and that of always predicting `majority`."""
     T, out = model.cfg.chunk_len, {}
     for placement in ("same", "previous"):
         win, keep = image_placement_windows(model.cfg, codes, placement)
         logits = stream_logits(model_step(model), model.init_state(win.shape[0]), win, T)
         targets = torch.where(keep, win[:, 1:], torch.zeros_like(win[:, 1:]))  # only the scored sample's codes
         out[placement], _ = image_accuracy(logits, targets)
+        if placement == "same":
+            out["majority"] = float((targets[targets >= FIRST_CODE_ID] == majority).float().mean())
     return out
 
 
@@ -293,11 +296,10 @@ def evaluate(model: NeatModel, plain=None, chunks: int = STREAM_CHUNKS) -> dict:
     report["text"] = {t: {"bits_per_byte": report["conditions"]["carried"][t], "bytes": int(windows[t][:, 1:].numel())}
                       for t in ("prose", "code")}
     report["max_state_over_bound"], report["finite"] = max_state_ratio(model, torch.cat(list(windows.values())))
-    report["image_accuracy"] = image_accuracy_by_placement(model, codes)
-    majority = grid_stream(cfg, codes, 1000, 1).tokens
-    majority = int(np.bincount(majority[majority >= FIRST_CODE_ID]).argmax())
-    win, keep = image_placement_windows(cfg, codes, "same")
-    report["image_majority_accuracy"] = float((win[:, 1:][keep & (win[:, 1:] >= FIRST_CODE_ID)] == majority).float().mean())
+    train_codes = grid_stream(cfg, codes, 1000, 1).tokens
+    majority = int(np.bincount(train_codes[train_codes >= FIRST_CODE_ID]).argmax())
+    report["image_accuracy"] = image_accuracy_by_placement(model, codes, majority)
+    report["image_majority_accuracy"] = report["image_accuracy"].pop("majority")
 
     held = {t: text_stream(t, True) for t in ("prose", "code")}
     held["grid"] = grid_stream(cfg, codes, 200, HELDOUT_GRID_SEED + 100)

@@ -52,9 +52,8 @@ def eval_tables(r: dict) -> list[Table]:
     bars = Table(title="bars (NEAT v2 issue)")
     for col in ("bar", "value", "met"):
         bars.add_column(col)
-    for b in r["bars"]:
-        value = f"{b['value']:+.1%}" if abs(b["value"]) < 1 and "accuracy" not in b["bar"] else f"{b['value']:.3f}"
-        if "accuracy" in b["bar"]:
-            value = f"{b['value']:.1%}"
+    for b in r["bars"]:  # accuracies as percentages, bounds as ratios, the rest as relative changes
+        value = (f"{b['value']:.1%}" if "accuracy" in b["bar"] else
+                 f"{b['value']:.3f}" if "bound" in b["bar"] else f"{b['value']:+.1%}")
         bars.add_row(b["bar"], value, "[green]met[/green]" if b["met"] else "[red]MISSED[/red]")
     return [bits, other, bars]
