@@ -31,6 +31,7 @@ class Outcome:
     build_seconds: float = 0.0
     size: int = 0
     worst: dict = field(default_factory=dict)
+    error: str = ""              # the typed error's class name when verdict is "error"
 
     @property
     def key(self) -> str:
@@ -111,7 +112,7 @@ def export_bundle(spec: ExportSpec, targets: list[str], out: str | Path, precisi
                 with step(f"{key}: verify against the reference"):
                     parity = check(spec, TARGETS[name].runner(staged, built.requirements), precision)
             except ExportError as exc:
-                outcomes.append(Outcome(name, precision, "error", str(exc)))
+                outcomes.append(Outcome(name, precision, "error", str(exc), error=type(exc).__name__))
                 continue
             size = sum(p.stat().st_size for p in staged.rglob("*") if p.is_file())
             outcome = Outcome(name, precision, parity.verdict, parity.notes, round(seconds, 2), size, parity.worst)

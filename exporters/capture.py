@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+from pathlib import Path
 
 import torch
 
@@ -23,7 +24,8 @@ def capture(spec: ExportSpec, device: str = "cpu") -> torch.export.ExportedProgr
     module = spec.module.eval() if device == "cpu" else copy.deepcopy(spec.module).eval().to(device)
     dynamic = None
     if lo != hi:
-        dynamic = dynamic_batch(module, len(example), torch.export.Dim("batch", min=lo, max=hi))
+        batched = [t.batched for t in (*spec.inputs, *spec.state)]
+        dynamic = dynamic_batch(module, batched, torch.export.Dim("batch", min=lo, max=hi))
     try:
         return torch.export.export(module, example, dynamic_shapes=dynamic, strict=True)
     except Exception as exc:  # torch raises many kinds here; all mean the module is not exportable as is
@@ -34,18 +36,19 @@ def capture(spec: ExportSpec, device: str = "cpu") -> torch.export.ExportedProgr
         ) from exc
 
 
-def dynamic_batch(module: torch.nn.Module, n_inputs: int, dim) -> tuple:
-    """dynamic_shapes marking dim 0 of every input, nested as forward's signature is: a `*state`
+def dynamic_batch(module: torch.nn.Module, batched: list[bool], dim) -> tuple:
+    """dynamic_shapes marking dim 0 of every batched input, nested as forward's signature is: a `*args`
     parameter takes one tuple for all the inputs it collects."""
+    marks = [{0: dim} if b else None for b in batched]
     shapes: list = []
     for p in inspect.signature(module.forward).parameters.values():
-        if len(shapes) >= n_inputs:
+        if len(shapes) >= len(marks):
             break
         if p.kind == p.VAR_POSITIONAL:
-            shapes.append(tuple({0: dim} for _ in range(n_inputs - len(shapes))))
+            shapes.append(tuple(marks[len(shapes):]))
             break
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-            shapes.append({0: dim})
+            shapes.append(marks[len(shapes)])
     return tuple(shapes)
 
 
@@ -63,3 +66,28 @@ class Captured:
             decomp = {} if table == "none" else None
             self._decomposed[table] = self.program.run_decompositions(decomp)
         return self._decomposed[table]
+
+
+def source(node) -> str:
+    """'file.py:12 `code`' of the innermost frame of a node's stack trace, '' when there is none."""
+    lines = [line.strip() for line in (node.meta.get("stack_trace") or "").strip().splitlines()]
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("File "):
+            parts = lines[i].split('"')
+            where = f"{Path(parts[1]).name}:{lines[i].split('line ')[-1].split(',')[0]}" if len(parts) > 2 else ""
+            code = lines[i + 1] if i + 1 < len(lines) else ""
+            return f"{where} `{code}`" if code else where
+    return ""
+
+
+def find_op(program, op: str):
+    """The first node of `program` whose op is `op` ('prims.erf_inv', 'aten.erfinv.default', ...), matching
+    names without namespace, overload and underscores (a converter may name the op it decomposed to)."""
+    def key(name: str) -> str:
+        parts = name.split(".")
+        return (parts[1] if len(parts) > 1 else parts[0]).replace("_", "")
+
+    for node in program.graph.nodes:
+        if node.op == "call_function" and key(str(node.target)) == key(op):
+            return node
+    return None

@@ -4,6 +4,13 @@ Options: fp32 or fp16 compute, compute units, the minimum deployment target, opt
 (coremltools.optimize). The model's state (Titans memory etc.) is explicit inputs/outputs, which works on
 every deployment target.
 
+Generic modules: ML program I/O holds fp16, fp32 and int32 only, so int64 and bool tensors are declared
+int32 at the boundary (the package's `neat.boundary` metadata names them; the runners cast them in and
+back out); unbatched tensors keep their full fixed shape. Before conversion the program goes through the
+graph passes of exporters.coreml_graph (on a copy: the capture is shared with the other targets). Every
+failure is one ConversionError naming the aten op, where it comes from in the module's source, and what
+to do.
+
 Verification: on macOS, `MLModel.predict`. Elsewhere, the *saved* .mlpackage is loaded back into a MIL
 program and evaluated op by op in NumPy (runtimes.coreml_eval), rounding every fp16 tensor to fp16 as
 CoreML computes; an op the evaluator cannot compute makes the verdict "not verified", never "passed".
@@ -15,19 +22,24 @@ import io
 import json
 import logging
 import platform
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from exporters.capture import Captured
+from exporters.coreml_graph import lacking, lower_lacking, prepare, source
 from exporters.errors import ConversionError
 from exporters.target import Built, Execution, versions
-from runtimes.coreml import PACKAGE
+from runtimes.coreml import BOUNDARY_KEY, CARRIED, PACKAGE, SIGNATURE_KEY
 
 NAME = "coreml"
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_TARGET = "iOS17"
-RESERVED = {"state", "tensor", "fp16", "fp32", "int32", "bool", "list"}  # names coremltools renames silently
+# names coremltools renames silently (to name + "_workaround"): MIL's type names and keywords
+RESERVED = {"any", "bool", "program", "func", "tensor", "list", "dict", "tuple", "true", "false", "string",
+            "bf16", "fp16", "fp32", "fp64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+            "uint64", "state"}
 
 
 @dataclass
@@ -35,9 +47,6 @@ class Settings:
     coreml_target: str = DEFAULT_TARGET   # minimum deployment target: iOS16..iOS18, macOS13..macOS15
     compute_units: str = "all"            # all | cpu_only | cpu_and_gpu | cpu_and_ne
     coreml_state: bool = False            # float state as CoreML state (iOS18+/macOS15+, fp16, fixed batch)
-
-
-STATE_ORDER_KEY = "neat.signature"  # package metadata: full input/state/output order, for stateful packages
 
 
 def is_available() -> tuple[bool, str]:
@@ -112,28 +121,24 @@ def convert_stateful(cap: Captured, precision: str, settings: Settings):
     batch = spec.batch[0]
     module, float_names = _Stateful.wrap(spec, batch)
     io_infos = [t for t in spec.state if t.name not in float_names]
-    example = (*spec.random_inputs(batch, 0), *[s for t, s in zip(spec.state, spec.init_state(batch))
-                                                 if t.name not in float_names])
+    example = (*spec.example_chunk(batch), *[s for t, s in zip(spec.state, spec.init_state(batch))
+                                              if t.name not in float_names])
     program = torch.export.export(module, example, strict=True).run_decompositions({})
-    inputs = [ct.TensorType(name=t.name, shape=(batch, *t.shape), dtype=_np_dtype(t.dtype))
-              for t in (*spec.inputs, *io_infos)]
-    outputs = [ct.TensorType(name=t.name, dtype=_np_dtype(t.dtype)) for t in spec.outputs]
-    outputs += [ct.TensorType(name=f"new_{t.name}", dtype=_np_dtype(t.dtype)) for t in io_infos]
-    states = [ct.StateType(wrapped_type=ct.TensorType(shape=(batch, *t.shape), dtype=_np_dtype("float16")),
+    infos = (*spec.inputs, *io_infos)
+    inputs = [ct.TensorType(name=t.name, shape=t.full_shape(batch), dtype=_io_dtype(t.dtype)) for t in infos]
+    out_infos = {**{t.name: t for t in spec.outputs}, **{f"new_{t.name}": t for t in io_infos}}
+    outputs = [ct.TensorType(name=n, dtype=_io_dtype(t.dtype)) for n, t in out_infos.items()]
+    states = [ct.StateType(wrapped_type=ct.TensorType(shape=t.full_shape(batch), dtype=_io_dtype("float16")),
                            name=t.name) for t in spec.state if t.name in float_names]
+    _check_names([t.name for t in infos], list(out_infos))
     compute_precision, _ = _precision(ct, precision, spec.fp32_scopes)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            model = ct.convert(program, inputs=inputs, outputs=outputs, states=states, convert_to="mlprogram",
-                               minimum_deployment_target=_target(ct, settings.coreml_target),
-                               compute_precision=compute_precision,
-                               compute_units=getattr(ct.ComputeUnit, settings.compute_units.upper()))
-    except Exception as exc:  # coremltools raises many kinds; all mean the program did not convert
-        raise ConversionError(f"coremltools could not convert {spec.name} with CoreML state: "
-                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    model = _convert(ct, program, f"{spec.name} with CoreML state", inputs=inputs, outputs=outputs,
+                     states=states, minimum_deployment_target=_target(ct, settings.coreml_target),
+                     compute_precision=compute_precision,
+                     compute_units=getattr(ct.ComputeUnit, settings.compute_units.upper()))
     ins, outs = spec.names
-    model.user_defined_metadata[STATE_ORDER_KEY] = json.dumps({"inputs": list(ins), "outputs": list(outs)})
+    model.user_defined_metadata[SIGNATURE_KEY] = json.dumps({"inputs": list(ins), "outputs": list(outs)})
+    _mark_boundary(model, {**{t.name: t for t in infos}, **out_infos})
     return model
 
 
@@ -144,36 +149,108 @@ def convert(cap: Captured, precision: str, settings: Settings):
     ins, outs = spec.names
     lo, hi = spec.batch
     batch = ct.RangeDim(lower_bound=lo, upper_bound=hi, default=lo) if lo != hi else lo
-    infos = (*spec.inputs, *spec.state)
-    inputs = [ct.TensorType(name=n, shape=(batch, *t.shape), dtype=_np_dtype(t.dtype)) for n, t in zip(ins, infos)]
-    out_infos = (*spec.outputs, *spec.state)
-    outputs = [ct.TensorType(name=n, dtype=_np_dtype(t.dtype)) for n, t in zip(outs, out_infos)]  # fp32 I/O
-    if set(ins) & RESERVED:
-        raise ConversionError(f"CoreML reserves the input names {sorted(set(ins) & RESERVED)}; rename them")
+    infos = dict(zip(ins, (*spec.inputs, *spec.state)))
+    inputs = [ct.TensorType(name=n, shape=_shape(t, batch), dtype=_io_dtype(t.dtype)) for n, t in infos.items()]
+    out_infos = dict(zip(outs, (*spec.outputs, *spec.state)))
+    outputs = [ct.TensorType(name=n, dtype=_io_dtype(t.dtype)) for n, t in out_infos.items()]
+    _check_names(ins, outs)
     compute_precision, kept = _precision(ct, precision, spec.fp32_scopes)
+    model = _convert(ct, cap.decomposed("none"), spec.name, inputs=inputs, outputs=outputs,
+                     minimum_deployment_target=_target(ct, settings.coreml_target),
+                     compute_precision=compute_precision,
+                     compute_units=getattr(ct.ComputeUnit, settings.compute_units.upper()))
+    if kept is not None and not kept[0]:
+        raise ConversionError(f"no op matches the fp32 scopes {spec.fp32_scopes}: the model's source changed")
+    if precision == "int8":  # weights of matmuls, convolutions, embeddings (not masks or small constants)
+        opt = ct.optimize.coreml
+        w8 = opt.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", weight_threshold=2048)
+        config = opt.OptimizationConfig(op_type_configs={t: w8 for t in ("linear", "matmul", "gather", "conv")})
+        with contextlib.redirect_stderr(io.StringIO()):
+            model = opt.linear_quantize_weights(model, config=config)
+    _mark_boundary(model, {**infos, **out_infos})
+    return model
+
+
+def _check_names(ins, outs) -> None:
+    """Refuse names that coremltools would change: the runners and the manifest go by the spec's names."""
+    reserved = sorted((set(ins) | set(outs)) & RESERVED)
+    if reserved:
+        raise ConversionError(f"CoreML reserves the names {reserved} (MIL type names); rename those inputs or "
+                              "outputs in the spec")
+    odd = sorted(n for n in (*ins, *outs) if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", n))
+    if odd:
+        raise ConversionError(f"CoreML names are [a-zA-Z][a-zA-Z0-9_]*, not {odd}: rename those inputs or "
+                              "outputs in the spec")
+
+
+def _shape(t, batch) -> tuple:
+    """The CoreML shape of a tensor: the batch (an int or a RangeDim) first when it is batched."""
+    return (batch, *t.shape) if t.batched else tuple(t.shape)
+
+
+def _mark_boundary(model, infos: dict) -> None:
+    """Record which tensors travel as int32 but are declared int64 or bool, for the runners to cast."""
+    carried = {n: t.dtype for n, t in infos.items() if t.dtype in CARRIED}
+    if carried:
+        model.user_defined_metadata[BOUNDARY_KEY] = json.dumps(carried)
+
+
+class _Log(logging.Handler):
+    """Collects what coremltools logs while converting: it names the op that failed and where."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage().strip())
+
+
+def _convert(ct, program, what: str, **kwargs):
+    """ct.convert of the prepared program, as one typed error: an op coremltools has no conversion for is
+    named with the place in the module's source it comes from; any other failure names the op being
+    converted when it failed."""
+    try:
+        program = prepare(lower_lacking(program))
+    except Exception as exc:  # a torch.fx / torch.export internals change: say so instead of a traceback
+        raise ConversionError(f"could not prepare {what}'s program for coremltools: {type(exc).__name__}: "
+                              f"{exc}. Export another target (exported, onnx, cpu) and report this") from exc
+    missing = lacking(program)
+    if missing:
+        raise ConversionError(
+            f"CoreML cannot convert {what}: coremltools {ct.__version__} has no conversion for "
+            + "; ".join(f"{op} (at {where})" if where else op for op, where in missing.items())
+            + ". Rewrite that part of the module with supported ops, or export another target "
+              "(exported, onnx, cpu)")
+    log, logger = _Log(), logging.getLogger("coremltools")
+    logger.addHandler(log)
     try:  # coremltools draws progress bars and warns about torch versions: neither helps a user here
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
-            model = ct.convert(
-                cap.decomposed("none"), inputs=inputs, outputs=outputs, convert_to="mlprogram",
-                minimum_deployment_target=_target(ct, settings.coreml_target),
-                compute_precision=compute_precision,
-                compute_units=getattr(ct.ComputeUnit, settings.compute_units.upper()),
-            )
-    except ConversionError:
-        raise
+            return ct.convert(program, convert_to="mlprogram", **kwargs)
     except Exception as exc:  # coremltools raises many kinds; all mean the program did not convert
-        raise ConversionError(f"coremltools could not convert {spec.name}: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    if kept is not None and not kept[0]:
-        raise ConversionError(f"no op matches the fp32 scopes {spec.fp32_scopes}: the model's source changed")
-    if precision == "int8":  # weights of the matmuls and embeddings only (not masks or small constants)
-        opt = ct.optimize.coreml
-        w8 = opt.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", weight_threshold=2048)
-        config = opt.OptimizationConfig(op_type_configs={t: w8 for t in ("linear", "matmul", "gather")})
-        with contextlib.redirect_stderr(io.StringIO()):
-            model = opt.linear_quantize_weights(model, config=config)
-    return model
+        first = (str(exc).strip().splitlines() or [""])[0].rstrip(".")
+        raise ConversionError(f"coremltools could not convert {what}{_failed_op(program, log.lines)}: "
+                              f"{type(exc).__name__}: {first}. Rewrite that op in the module, or export "
+                              "another target (exported, onnx, cpu)") from exc
+    finally:
+        logger.removeHandler(log)
+
+
+def _failed_op(program, log_lines: list[str]) -> str:
+    """' at aten.op (file.py:12 `code`)' for the node coremltools logged as failing, '' when none was."""
+    for line in log_lines:
+        m = re.search(r"converting '([^']+)' op \(located at: '([^']*)'\)", line)
+        if m:
+            node = next((n for n in program.graph.nodes if n.name == m.group(2)), None)
+            if node is None:
+                return f" at op {m.group(1)}"
+            where = source(node)
+            return f" at {node.target}" + (f" ({where})" if where else "")
+        m = re.search(r"'([^']+)' graph pass", line)
+        if m:
+            return f" in its graph pass {m.group(1)}"
+    return ""
 
 
 def _precision(ct, precision: str, fp32_scopes: tuple[str, ...]):
@@ -195,10 +272,14 @@ def _precision(ct, precision: str, fp32_scopes: tuple[str, ...]):
     return ct.transform.FP16ComputePrecision(op_selector=in_fp16), kept
 
 
-def _np_dtype(name: str):
+def _io_dtype(name: str):
+    """The dtype a tensor has at the CoreML boundary: ML program I/O holds fp16, fp32 and int32 only, so
+    int64 and bool travel as int32 (coremltools would otherwise turn int64 into int32 and bool into fp32
+    silently); the runners cast them back (runtimes.coreml)."""
     import numpy as np
 
-    return {"int32": np.int32, "float32": np.float32, "float16": np.float16}[name]
+    return {"int32": np.int32, "int64": np.int32, "bool": np.int32, "float32": np.float32,
+            "float16": np.float16}[name]
 
 
 def export(cap: Captured, out: Path, precision: str, settings: Settings) -> Built:
@@ -214,8 +295,15 @@ def export(cap: Captured, out: Path, precision: str, settings: Settings) -> Buil
                                         "fp16" if precision == "fp16" else "fp32"),
                   "weights": "int8" if precision == "int8" else precision,
                   "state": "CoreML state (fp16), integer state as inputs/outputs" if settings.coreml_state
-                  else "explicit inputs/outputs"},
+                  else "explicit inputs/outputs",
+                  "boundary": _boundary_note(cap.spec)},
     )
+
+
+def _boundary_note(spec) -> str:
+    """What the CoreML boundary does to the spec's tensors, e.g. "int64 carried as int32"."""
+    dtypes = sorted({t.dtype for t in (*spec.inputs, *spec.state, *spec.outputs)} & set(CARRIED))
+    return ", ".join(f"{d} carried as int32" for d in dtypes) or "as declared"
 
 
 def runner(artifact_dir: Path, requirements: dict) -> Execution:

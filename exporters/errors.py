@@ -15,3 +15,7 @@ class TargetUnavailable(ExportError):
 
 class ConversionError(ExportError):
     """A target's converter rejected the captured program."""
+
+
+class SpecError(ExportError):
+    """The module or its example inputs cannot be described for export (say which input or output, and how)."""

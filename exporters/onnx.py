@@ -6,6 +6,8 @@ Verified by running it in ONNX Runtime on the CPU.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,12 +48,37 @@ def write_onnx(cap: Captured, path: Path, opset: int) -> None:
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     ins, outs = cap.spec.names
     try:
-        program = torch.onnx.export(cap.program, (), dynamo=True, input_names=list(ins),
-                                    output_names=list(outs), opset_version=opset, optimize=True, verbose=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints its progress steps even when not verbose
+            program = torch.onnx.export(cap.program, (), dynamo=True, input_names=list(ins),
+                                        output_names=list(outs), opset_version=opset, optimize=True, verbose=False)
         program.save(str(path), external_data=False)
     except Exception as exc:  # the exporter raises many kinds; all mean the graph did not translate
-        raise ConversionError(f"the ONNX exporter could not translate {cap.spec.name}: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        raise ConversionError(f"the ONNX exporter could not translate {cap.spec.name}: {_why(cap, exc, opset)}") from exc
+
+
+def _why(cap: Captured, exc: Exception, opset: int) -> str:
+    """The op the exporter has no ONNX function for and where the module uses it, else its first line."""
+    import re
+
+    from exporters.capture import find_op, source
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    missing = re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", text)
+    if not missing:
+        return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+    node = find_op(cap.program, missing.group(1))
+    where = f" (at {source(node)})" if node is not None and source(node) else ""
+    return (f"opset {opset} has no translation for {missing.group(1)}{where}. Rewrite that part of the "
+            "module with other ops, or export another target (exported, cpu)")
+
+
+def scoped_nodes(model, fp32_scopes: tuple[str, ...]) -> list[str]:
+    """Names of the nodes whose torch stack trace contains one of `fp32_scopes` (they stay fp32)."""
+    keep = [n.name for n in model.graph.node
+            if any(f in {p.key: p.value for p in n.metadata_props}.get(STACK_TRACE, "") for f in fp32_scopes)]
+    if fp32_scopes and not keep:
+        raise ConversionError(f"no node matches the fp32 scopes {fp32_scopes}: the model's source changed")
+    return keep
 
 
 def to_fp16(src: Path, dst: Path, fp32_scopes: tuple[str, ...] = ()) -> None:
@@ -62,10 +89,7 @@ def to_fp16(src: Path, dst: Path, fp32_scopes: tuple[str, ...] = ()) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(src))
-    keep = [n.name for n in model.graph.node
-            if any(f in {p.key: p.value for p in n.metadata_props}.get(STACK_TRACE, "") for f in fp32_scopes)]
-    if fp32_scopes and not keep:
-        raise ConversionError(f"no node matches the fp32 scopes {fp32_scopes}: the model's source changed")
+    keep = scoped_nodes(model, fp32_scopes)
     fp16 = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)
     if keep:
         _repair_blocked_casts(fp16, model)
@@ -116,17 +140,21 @@ def _repair_blocked_casts(fp16, fp32) -> None:
     fp16.graph.node.extend(nodes)
 
 
-def to_int8(src: Path, dst: Path) -> None:
-    """int8 weights, activations quantized on the fly (ONNX Runtime only: TensorRT rejects these ops)."""
+def to_int8(src: Path, dst: Path, fp32_scopes: tuple[str, ...] = ()) -> None:
+    """int8 weights, activations quantized on the fly (ONNX Runtime only: TensorRT rejects these ops).
+    Nodes whose torch stack trace contains one of `fp32_scopes` are not quantized."""
     import logging
 
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    keep = scoped_nodes(onnx.load(str(src)), fp32_scopes)
 
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # it advises pre-processing on the root logger: not actionable here
     try:
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, nodes_to_exclude=keep)
     finally:
         root.setLevel(level)
 
@@ -143,7 +171,7 @@ def export(cap: Captured, out: Path, precision: str, settings: Settings) -> Buil
         if precision == "fp16":
             to_fp16(tmp, path, cap.spec.fp32_scopes)
         else:
-            to_int8(tmp, path)
+            to_int8(tmp, path, cap.spec.fp32_scopes)
         os.unlink(tmp)
     return Built(toolchain=versions("torch", "onnx", "onnxscript", "onnxruntime"),
                  requirements={"opset": settings.opset}, settings={"opset": settings.opset})

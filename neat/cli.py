@@ -120,16 +120,17 @@ def _outcome_table(title: str, outcomes) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("target", "precision", "size", "build", "max err", "cosine", "argmax", "verdict"):
+    for col in ("target", "precision", "size", "build", "max err", "cosine", "argmax", "state err", "verdict"):
         table.add_column(col, justify="right" if col in ("size", "build") else "left")
     colours = {"passed": "green", "failed": "red", "error": "red"}
     for o in outcomes:
         w = o.worst or {}
+        state = [m["error"] for n, m in w.get("tensors", {}).items() if n.startswith("new_") and "error" in m]
         table.add_row(
             o.target, o.precision, f"{o.size / 2**20:.1f} MiB" if o.size else "-",
             f"{o.build_seconds:.0f}s" if o.build_seconds else "-",
             f"{w['max_abs']:.1e}" if "max_abs" in w else "-", f"{w['cosine']:.5f}" if "cosine" in w else "-",
-            f"{w['argmax']:.1%}" if "argmax" in w else "-",
+            f"{w['argmax']:.1%}" if "argmax" in w else "-", f"{max(state):.1e}" if state else "-",
             f"[{colours.get(o.verdict, 'yellow')}]{o.verdict}[/]",
         )
     console = _console()
@@ -169,8 +170,9 @@ def export_command(targets, checkpoint, out, precision, batch, **options) -> Non
     """Export a checkpoint to one or more TARGETS and verify every artifact against the reference.
 
     TARGETS: exported, onnx, tensorrt, coreml, cpu, cuda, or all (every target this machine can
-    build). Each artifact is compared with the eager model on random inputs, held-out text and the
-    batch bounds; one that fails is not written and the command exits non-zero."""
+    build). Each artifact is compared with the eager model, every output and every state tensor, on
+    example and random inputs at the batch bounds, held-out text and a 64-chunk (8 KB) stream with the
+    state carried; one that fails is not written and the command exits non-zero."""
     from exporters.build import export_bundle
     from neat.export_spec import neat_spec
     from neat.progress import timed_step

@@ -7,16 +7,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exporters.spec import ExportSpec, TensorInfo, weights_sha256
+from exporters.api import describe
+from exporters.spec import ExportSpec
 from neat.checkpoint import SHIPPED, load_checkpoint
-from neat.model import NeatModel, count_parameters
+from neat.model import STATE_NAMES, NeatModel, count_parameters
 
-DTYPE_NAMES = {torch.int32: "int32", torch.float32: "float32"}
+MASK_BELOW = -5.0e3  # logits at or below this are vocabulary entries the modality mask rules out (NEG = -1e4)
 DEFAULT_BATCH = (1, 4)
 LONG_STREAM_CHUNKS = 64  # the verification stream: long enough that a diverging state shows (8 KB)
-# entropy patching thresholds the entropy: in fp16 a boundary near theta flips and the whole patch layout
-# (and the Titans memory after it) changes, so entropy() and the threshold stay fp32 (no matmul in them)
-FP32_SCOPES = ("patch_starts(",)
+# entropy patching thresholds the entropy model's prediction: in fp16 (or int8) a boundary near theta flips
+# and the whole patch layout (and every state after it) changes, so the entropy model, entropy() and the
+# threshold stay fp32 (2 small layers). With the threshold alone kept fp32, random token chunks still flipped.
+FP32_SCOPES = ("patch_starts(", "self.entropy(tokens)")
 
 
 def _real_text(model: NeatModel):
@@ -57,25 +59,15 @@ def neat_spec(checkpoint: str | Path | None = None, batch: tuple[int, int] = DEF
     model = (model or load_checkpoint(path)).eval()
     cfg = model.cfg
     V, T = cfg.vocab_size, cfg.chunk_len
-    state = tuple(
-        TensorInfo(s.name, DTYPE_NAMES[s.dtype], s.shape, (0, V) if s.dtype == torch.int32 else None)
-        for s in model.state_spec()
-    )
-    return ExportSpec(
-        name=f"neat-{cfg.name}",
-        module=model,
-        inputs=(TensorInfo("tokens", "int32", (T,), (0, V)),),
-        state=state,
-        outputs=(TensorInfo("logits", "float32", (T, V)),),
-        init_state=model.init_state,
-        batch=batch,
+    tokens, *state = model.example_inputs(1)
+    return describe(
+        model, (tokens,), name=f"neat-{cfg.name}",
+        state=dict(zip(STATE_NAMES, state)), init_state=model.init_state, batch=batch,
+        output_names=("logits",), ranges={"tokens": (0, V), "context": (0, V)},
+        ignore_below={"logits": MASK_BELOW}, argmax=("logits",),
+        data=_real_text(model), score=bits_per_byte, long_stream_chunks=LONG_STREAM_CHUNKS,
         config=cfg.__dict__ | {"experts": list(cfg.experts), "hash_ngrams": list(cfg.hash_ngrams)},
-        weights_sha256=weights_sha256(model),
-        real_data=_real_text(model),
-        score=bits_per_byte,
-        long_stream_chunks=LONG_STREAM_CHUNKS,
-        reference_file=None if model_given else path,
-        fp32_scopes=FP32_SCOPES,
+        reference_file=None if model_given else path, fp32_scopes=FP32_SCOPES,
         info={"params": count_parameters(model), "chunk_len": T, "vocab_size": V,
               "checkpoint": path.name, "experts": list(cfg.experts), "tokens": token_layout(model)},
     )

@@ -2,17 +2,28 @@
 
 NOT VERIFIED HERE: this project's development and CI machines run Linux, where CoreML cannot execute a
 model; there the saved program is checked by evaluating it in NumPy instead (runtimes.coreml_eval).
+
+The boundary: ML program inputs and outputs hold fp16, fp32 and int32 only, so int64 and bool tensors
+travel as int32. The package's metadata (`neat.boundary`) names them with their declared dtype; both
+runners (this one and the evaluator's) cast them on the way in and back on the way out.
 """
 from __future__ import annotations
 
 import json
 import platform
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
+from runtimes.errors import InputError
+
 NAME = "coreml"
 PACKAGE = "model.mlpackage"
+SIGNATURE_KEY = "neat.signature"  # package metadata: full input/state/output order, for stateful packages
+BOUNDARY_KEY = "neat.boundary"    # package metadata: {tensor name: declared dtype} of tensors carried as int32
+CARRIED = {"int64": np.int64, "bool": np.bool_}  # declared dtypes that CoreML I/O carries as int32
+INT32 = np.iinfo(np.int32)
 
 
 def is_available() -> tuple[bool, str]:
@@ -25,6 +36,28 @@ def is_available() -> tuple[bool, str]:
     return True, f"coremltools {ct.__version__} on macOS {platform.mac_ver()[0]}"
 
 
+def boundary(metadata: Mapping[str, str]) -> dict[str, str]:
+    """{tensor name: declared dtype} of the tensors a package carries as int32 (empty for older packages)."""
+    return json.loads(metadata.get(BOUNDARY_KEY, "{}"))
+
+
+def to_boundary(name: str, array: np.ndarray, dtype: str | None) -> np.ndarray:
+    """An input as CoreML takes it: int64 and bool as int32; an int64 value outside int32 is refused."""
+    array = np.ascontiguousarray(array)
+    if dtype is None:
+        return array
+    if dtype == "int64" and array.size and (array.min() < INT32.min or array.max() > INT32.max):
+        raise InputError(f"input {name!r}: int64 values {array.min()}..{array.max()} do not fit the int32 that "
+                         "CoreML carries them in; keep them within -2**31..2**31-1 or use another backend")
+    return array.astype(np.int32)
+
+
+def from_boundary(array, dtype: str | None) -> np.ndarray:
+    """An output back in its declared dtype (int32 -> int64 or bool)."""
+    array = np.asarray(array)
+    return array if dtype is None else (array != 0 if dtype == "bool" else array.astype(CARRIED[dtype]))
+
+
 def load(artifact_dir: Path, compute_units: str = "all"):
     import coremltools as ct
 
@@ -34,12 +67,13 @@ def load(artifact_dir: Path, compute_units: str = "all"):
     inputs = [i.name for i in desc.input]
     outputs = [o.name for o in desc.output]
     state_names = [s.name for s in desc.state]
+    carried = boundary(desc.metadata.userDefined)
     if state_names:  # a stateful package: the same explicit interface, state written in and read back
-        signature = json.loads(desc.metadata.userDefined["neat.signature"])
+        signature = json.loads(desc.metadata.userDefined[SIGNATURE_KEY])
         inputs, outputs = signature["inputs"], signature["outputs"]
 
     def run(*arrays: np.ndarray) -> list[np.ndarray]:
-        feeds = {n: np.ascontiguousarray(a) for n, a in zip(inputs, arrays)}
+        feeds = {n: to_boundary(n, a, carried.get(n)) for n, a in zip(inputs, arrays)}
         if not state_names:
             result = model.predict(feeds)
         else:
@@ -49,6 +83,6 @@ def load(artifact_dir: Path, compute_units: str = "all"):
             result = model.predict(feeds, state=state)
             for n in state_names:
                 result[f"new_{n}"] = np.asarray(state.read_state(n), dtype=np.float32)
-        return [np.asarray(result[n]) for n in outputs]
+        return [from_boundary(result[n], carried.get(n)) for n in outputs]
 
     return run

@@ -1,5 +1,6 @@
 """Off-device check of a CoreML artifact: load the *saved* .mlpackage back into a MIL program (no macOS
-needed) and evaluate it op by op in NumPy, mostly through each op's own `value_inference()`.
+needed) and evaluate it op by op in NumPy: with the NumPy versions in runtimes.coreml_ops (conv, pooling,
+norms, resizing...) where there is one, else through the op's own `value_inference()`.
 
     run = load("model.mlpackage")            # like every backend: run(*inputs) -> outputs, in spec order
     prog = load_mlpackage("model.mlpackage") # or by name:
@@ -19,6 +20,7 @@ import os
 import warnings
 from pathlib import Path
 
+from runtimes.coreml_ops import CUSTOM
 from runtimes.errors import EvaluationUnsupported
 
 import numpy as np
@@ -106,158 +108,7 @@ def _bind(var, value):
 
 
 # ----------------------------------------------------------------------------------------------
-# 3. NumPy implementations for ops whose value_inference is missing or unusable at run time
-# ----------------------------------------------------------------------------------------------
-def _v(op, name, default=None):
-    x = op.inputs.get(name)
-    return default if x is None else x.val
-
-
-def _softmax(op):
-    x, axis = _v(op, "x"), _v(op, "axis", -1)
-    m = np.max(x, axis=axis, keepdims=True)
-    e = np.exp(x - m)
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def _cumsum(op):
-    x, axis = _v(op, "x"), int(_v(op, "axis", 0))
-    exclusive, reverse = bool(_v(op, "exclusive", False)), bool(_v(op, "reverse", False))
-    if reverse:
-        x = np.flip(x, axis)
-    y = np.cumsum(x, axis=axis, dtype=x.dtype)
-    if exclusive:
-        y = y - x
-    if reverse:
-        y = np.flip(y, axis)
-    return y
-
-
-def _rsqrt(op):
-    x, eps = _v(op, "x"), _v(op, "epsilon", 1e-12)
-    return 1.0 / np.sqrt(x + eps)
-
-
-def _reduce(fn):
-    def impl(op):
-        x = _v(op, "x")
-        axes = _v(op, "axes")
-        keep = bool(_v(op, "keep_dims", False))
-        axes = tuple(range(x.ndim)) if axes is None else tuple(int(a) for a in np.atleast_1d(axes))
-        return fn(x, axis=axes, keepdims=keep)
-
-    return impl
-
-
-def _gather(op):
-    x, idx = _v(op, "x"), _v(op, "indices")
-    axis = int(_v(op, "axis", 0))
-    idx = np.asarray(idx).astype(np.int64)
-    idx = np.where(idx < 0, idx + x.shape[axis], idx)
-    return np.take(x, idx, axis=axis)
-
-
-def _sigmoid(op):
-    x = _v(op, "x")
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def _silu(op):
-    x = _v(op, "x")
-    return x / (1.0 + np.exp(-x))
-
-
-def _matmul(op):
-    x, y = _v(op, "x"), _v(op, "y")
-    if bool(_v(op, "transpose_x", False)):
-        x = np.swapaxes(x, -1, -2)
-    if bool(_v(op, "transpose_y", False)):
-        y = np.swapaxes(y, -1, -2)
-    return np.matmul(x, y)
-
-
-def _linear(op):
-    x, w, b = _v(op, "x"), _v(op, "weight"), _v(op, "bias")
-    y = x @ np.swapaxes(w, -1, -2)
-    return y if b is None else y + b
-
-
-def _floor_mod(op):
-    x, y = _v(op, "x"), _v(op, "y")
-    return np.mod(x, y)  # floor semantics, same as MIL floor_mod and torch remainder
-
-
-def _select(op):
-    return np.where(_v(op, "cond"), _v(op, "a"), _v(op, "b"))
-
-
-def _cast(op):
-    x, dtype = _v(op, "x"), str(np.asarray(_v(op, "dtype")))
-    nd = types.nptype_from_builtin(types.string_to_builtin(dtype))
-    x = np.asarray(x)
-    if np.issubdtype(nd, np.integer) and np.issubdtype(x.dtype, np.floating):
-        x = np.trunc(x)  # MIL cast float -> int rounds toward zero
-    return x.astype(nd)
-
-
-# constexpr (compressed weight) ops: materialise the weight
-def _constexpr_affine_dequantize(op):
-    q = _v(op, "quantized_data").astype(np.float32)
-    zp = np.asarray(_v(op, "zero_point")).astype(np.float32)
-    s = np.asarray(_v(op, "scale")).astype(np.float32)
-    axis = int(_v(op, "axis"))
-    per_axis = [-1 if i == axis else 1 for i in range(q.ndim)]  # scale / zero_point: scalar or 1-D on `axis`
-    if zp.ndim == 1 and zp.size > 1:
-        zp = zp.reshape(per_axis)
-    if s.ndim == 1 and s.size > 1:
-        s = s.reshape(per_axis)
-    return (q - zp) * s
-
-
-def _block_expand(a, shape):
-    """Repeat a per-block parameter (same rank as the data) up to the data's shape."""
-    a = np.asarray(a)
-    for ax, (n, m) in enumerate(zip(shape, a.shape)):
-        if n != m:
-            a = np.repeat(a, n // m, axis=ax)
-    return a
-
-
-def _constexpr_blockwise_shift_scale(op):
-    data = _v(op, "data").astype(np.float32)
-    scale = _block_expand(_v(op, "scale"), data.shape).astype(np.float32)
-    off = _v(op, "offset")
-    if off is not None:
-        data = data - _block_expand(off, data.shape).astype(np.float32)
-    return data * scale
-
-
-CUSTOM = {
-    # ops that either lack value_inference or whose value_inference is slow/fragile; the NumPy code here
-    # is the reference semantics from the MIL op docs
-    "softmax": _softmax,
-    "cumsum": _cumsum,
-    "rsqrt": _rsqrt,
-    "sigmoid": _sigmoid,
-    "silu": _silu,
-    "matmul": _matmul,
-    "linear": _linear,
-    "gather": _gather,
-    "floor_mod": _floor_mod,
-    "select": _select,
-    "cast": _cast,
-    "reduce_max": _reduce(np.max),
-    "reduce_min": _reduce(np.min),
-    "reduce_sum": _reduce(np.sum),
-    "reduce_mean": _reduce(np.mean),
-    "reduce_prod": _reduce(np.prod),
-    "constexpr_affine_dequantize": _constexpr_affine_dequantize,
-    "constexpr_blockwise_shift_scale": _constexpr_blockwise_shift_scale,
-}
-
-
-# ----------------------------------------------------------------------------------------------
-# 4. the evaluator
+# 3. the evaluator
 # ----------------------------------------------------------------------------------------------
 class Unsupported(EvaluationUnsupported):
     """The program holds an op this evaluator cannot compute (verdict: not verified)."""
@@ -389,7 +240,8 @@ def evaluate(prog, feeds: dict, prefer_builtin: bool = False, stats: Stats | Non
             var._sym_type = types.tensor(var.dtype, arr.shape)
             retype = True
         _bind(var, _work(arr, var))
-    run_block(fn, stats, prefer_builtin, retype, states)
+    with fn:  # some ops' type inference (re-run for a new input shape) asks for the current block
+        run_block(fn, stats, prefer_builtin, retype, states)
     if states is not None:  # hand states back in their declared dtype (fp16)
         for name, var in fn.inputs.items():
             if types.is_state(var.sym_type):
@@ -406,8 +258,11 @@ def load(package: str | Path):
     """A runner over the saved package: run(*arrays) -> outputs in the model description's order.
 
     A stateful package (CoreML state) keeps the same explicit interface: the signature in its metadata
-    says where each state goes, the state values are fed into the program's states and read back out."""
+    says where each state goes, the state values are fed into the program's states and read back out.
+    int64 and bool tensors cross the boundary as int32, cast as runtimes.coreml's runner casts them."""
     import json
+
+    from runtimes.coreml import SIGNATURE_KEY, boundary, from_boundary, to_boundary
 
     read = read_spec(str(package))
     spec, prog = read[0], load_mlpackage(str(package), read)
@@ -417,12 +272,14 @@ def load(package: str | Path):
     inputs = [i.name for i in spec.description.input]
     outputs = [o.name for o in spec.description.output]
     state_names = [s.name for s in spec.description.state]
-    signature = json.loads(spec.description.metadata.userDefined.get("neat.signature", "{}"))
+    metadata = spec.description.metadata.userDefined
+    carried = boundary(metadata)
     if state_names:
+        signature = json.loads(metadata[SIGNATURE_KEY])
         inputs, outputs = signature["inputs"], signature["outputs"]
 
     def run(*arrays: np.ndarray) -> list[np.ndarray]:
-        feeds = dict(zip(inputs, arrays))
+        feeds = {n: to_boundary(n, a, carried.get(n)) for n, a in zip(inputs, arrays)}
         states = {n: feeds.pop(n) for n in state_names}
         try:
             result = evaluate(prog, feeds, states=states if state_names else None)
@@ -430,7 +287,7 @@ def load(package: str | Path):
             raise Unsupported(str(exc)) from exc
         for n in state_names:
             result[f"new_{n}"] = np.asarray(states[n], dtype=np.float32)
-        return [result[n] for n in outputs]
+        return [from_boundary(result[n], carried.get(n)) for n in outputs]
 
     return run
 

@@ -14,7 +14,11 @@ from runtimes.errors import BackendUnavailable, InputError
 from runtimes.profile import HardwareProfile, detect
 from runtimes.select import EAGER, Candidate, rank
 
-DTYPES = {"int32": np.int32, "float32": np.float32, "float16": np.float16}
+DTYPES = {"int32": np.int32, "int64": np.int64, "bool": np.bool_, "float32": np.float32, "float16": np.float16}
+
+
+def _batched(info: dict) -> bool:
+    return bool(info["shape"]) and info["shape"][0] == "batch"
 
 
 @dataclass
@@ -160,7 +164,7 @@ class Session:
     # ----- state and one chunk -----------------------------------------------------------------------
     def new_state(self, batch: int = 1) -> list[np.ndarray]:
         self._check_batch(batch)
-        return [np.repeat(s, batch, axis=0) for s in self._init]
+        return [np.repeat(s, batch, axis=0) if _batched(info) else s.copy() for s, info in zip(self._init, self._state)]
 
     def _check_batch(self, batch: int) -> None:
         lo, hi = self.batch_bounds
@@ -179,6 +183,10 @@ class Session:
             if a.dtype != want:
                 raise InputError(f"{info['name']} has dtype {a.dtype}, expected {info['dtype']}: "
                                  f"convert with .astype(np.{info['dtype']})")
+            if not _batched(info):
+                if tuple(a.shape) != tuple(info["shape"]):
+                    raise InputError(f"{info['name']} has shape {a.shape}, expected {tuple(info['shape'])} (no batch)")
+                continue
             shape = tuple(info["shape"][1:])
             if a.ndim != len(shape) + 1 or tuple(a.shape[1:]) != shape:
                 raise InputError(f"{info['name']} has shape {a.shape}, expected (batch, {', '.join(map(str, shape))})")
@@ -201,6 +209,20 @@ class Session:
             outs = self._run(tokens, *state)
         n = len(self._outputs)
         return np.asarray(outs[0]), [np.asarray(s) for s in outs[n:]]
+
+    def call(self, *inputs: np.ndarray, state: list[np.ndarray] | None = None
+             ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Any model: the inputs in signature order, and the state (default: the initial state at the inputs'
+        batch) -> (outputs, new state), each a list in signature order."""
+        batch = self._check(list(inputs), self._inputs, "input", None)
+        if batch is not None:
+            self._check_batch(batch)
+        state = self.new_state(batch or self.batch_bounds[0]) if state is None else list(state)
+        self._check(state, self._state, "state", batch)
+        with self._lock:
+            outs = self._run(*inputs, *state)
+        n = len(self._outputs)
+        return [np.asarray(o) for o in outs[:n]], [np.asarray(s) for s in outs[n:]]
 
     # ----- generation --------------------------------------------------------------------------------
     def stream(self, prompt: bytes, max_new_bytes: int = 200, temperature: float = 0.0, top_k: int = 0,

@@ -73,7 +73,7 @@ def test_artifact_from_perturbed_weights_fails_parity(toy_bundle, toy, tmp_path)
     entry["sha256"], entry["size"] = sha256_file(path), path.stat().st_size
     (bundle / MANIFEST).write_text(json.dumps(manifest))
     outcome = {o.target: o for o in verify_bundle(bundle, toy)}["onnx"]
-    assert outcome.verdict == "failed" and "max abs error" in outcome.message
+    assert outcome.verdict == "failed" and "logits: error" in outcome.message
 
 
 def test_a_failing_artifact_is_not_written_and_fails_the_export(toy_bundle, toy, tmp_path, monkeypatch):
@@ -87,7 +87,7 @@ def test_a_failing_artifact_is_not_written_and_fails_the_export(toy_bundle, toy,
     monkeypatch.setattr(onnx_target, "write_onnx",
                         lambda cap, path, opset: real_write(Captured(toy_spec(wrong)), path, opset))
     outcomes = export_bundle(toy, ["onnx"], bundle)
-    assert [o.verdict for o in outcomes] == ["failed"] and "max abs error" in outcomes[0].message
+    assert [o.verdict for o in outcomes] == ["failed"] and "logits: error" in outcomes[0].message
     assert tree_hashes(bundle / "onnx-fp32") == before
     assert read_manifest(bundle).artifacts["onnx-fp32"].parity.verdict == "passed"
 

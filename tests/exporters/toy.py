@@ -2,7 +2,8 @@
 import torch
 from torch import nn
 
-from exporters.spec import ExportSpec, TensorInfo, weights_sha256
+import exporters
+from exporters.spec import ExportSpec
 
 VOCAB, T, H = 50, 8, 16
 
@@ -25,12 +26,7 @@ class ToyCell(nn.Module):
 
 
 def toy_spec(module: nn.Module | None = None, batch=(1, 3)) -> ExportSpec:
-    module = (module or ToyCell()).eval()
-    return ExportSpec(
-        name="toy-cell", module=module,
-        inputs=(TensorInfo("tokens", "int32", (T,), (0, VOCAB)),),
-        state=(TensorInfo("h", "float32", (H,)),),
-        outputs=(TensorInfo("logits", "float32", (T, VOCAB)),),
-        init_state=lambda b: (torch.zeros(b, H),),
-        batch=batch, config={"vocab": VOCAB}, weights_sha256=weights_sha256(module),
-    )
+    tokens = torch.randint(0, VOCAB, (2, T), dtype=torch.int32, generator=torch.Generator().manual_seed(0))
+    return exporters.describe(module or ToyCell(), (tokens,), name="toy-cell", state={"h": torch.zeros(2, H)},
+                              batch=batch, ranges={"tokens": (0, VOCAB)}, output_names=["logits"],
+                              argmax=["logits"], config={"vocab": VOCAB})

@@ -8,7 +8,7 @@ from neat.cli import main
 
 
 def run(*args):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return CliRunner(env={"COLUMNS": "200"}).invoke(main, list(args), catch_exceptions=False)  # tables unwrapped
 
 
 def test_version_and_help():

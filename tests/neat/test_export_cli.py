@@ -20,7 +20,10 @@ def test_export_all_verifies_every_artifact(neat_bundle):
         if art.parity.verdict == "passed":
             assert art.parity.worst["max_abs"] <= 1e-4 and art.parity.worst["argmax"] == 1.0
             assert {c["name"].split(" (")[0] for c in art.parity.cases} == {
-                "random, min batch", "random, max batch", "real data", "long stream, real data"}
+                "example inputs", "random", "real data", "long stream, real data"}
+            assert {c["batch"] for c in art.parity.cases} == {1, 4}  # both batch bounds
+            tensors = art.parity.worst["tensors"]  # every output and every state tensor was compared
+            assert set(tensors) == {"logits"} | {f"new_{t['name']}" for t in manifest.signature["state"]}
             assert max(c["chunks"] for c in art.parity.cases) == 64  # long enough for divergence to show
     assert "reference" in manifest.model and manifest.signature["dynamic"]["batch"] == {"min": 1, "max": 4}
     for target in EXPECTED:
