@@ -125,7 +125,7 @@ def describe(module: nn.Module, example_inputs, *, name: str | None = None,
     argmax: outputs that are scores over their last dim (also checked by argmax agreement).
     data(batch, chunks) -> [inputs per chunk], score(chunks, first outputs) -> float: real held-out data.
     long_stream_chunks: chunks of the long-stream verification case (default 64 with state, 0 without).
-    **extra: ExportSpec fields passed through (config, info, reference_file, fp32_scopes).
+    **extra: ExportSpec fields passed through (config, info, reference_file + reference_loader, fp32_scopes).
     """
     if not isinstance(module, nn.Module):
         raise SpecError(f"export takes a torch.nn.Module, got {type(module).__name__}")

@@ -63,6 +63,19 @@ def resolve_targets(names: list[str], precision: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def check_options(targets: list[str], options: dict) -> None:
+    """Refuse an option that none of the targets being built takes (it would be silently ignored)."""
+    from exporters.registry import TARGETS
+
+    taken = {f.name: t for t, m in TARGETS.items() for f in fields(m.Settings)}
+    wanted = {f.name for t in targets for f in fields(TARGETS[t].Settings)}
+    stray = sorted(k for k, v in options.items() if v not in (None, (), False) and k not in wanted)
+    if stray:
+        owners = ", ".join(f"{k} ({'target ' + taken[k] if k in taken else 'no target'})" for k in stray)
+        raise ExportError(f"option(s) {owners} do not apply to {', '.join(targets)}: drop them, or add the "
+                          "target they belong to")
+
+
 def settings_for(target: str, options: dict) -> object:
     """The target's Settings dataclass, filled from `options` entries that name one of its fields."""
     from exporters.registry import TARGETS
@@ -72,9 +85,17 @@ def settings_for(target: str, options: dict) -> object:
     return cls(**{k: v for k, v in options.items() if k in names and v is not None})
 
 
-def check(spec: ExportSpec, execution, precision: str) -> Parity:
-    """Verify by execution where possible; otherwise record what stands instead, never as passed."""
+def check(spec: ExportSpec, make_execution, precision: str) -> Parity:
+    """Verify by execution where possible; otherwise record what stands instead, never as passed. An
+    artifact that does not even load fails, with the reason."""
     tolerance = TOLERANCES[precision].to_dict()
+    try:
+        execution = make_execution()
+    except EvaluationUnsupported as exc:
+        return Parity(verdict="not verified", method="", tolerance=tolerance, notes=str(exc))
+    except Exception as exc:  # a runtime's loader raises many kinds; all mean the artifact is unusable
+        why = f"the artifact does not load: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        return Parity(verdict="failed", method="load", tolerance=tolerance, notes=why)
     if execution.run is None:
         return Parity(verdict=execution.verdict, method=execution.method, tolerance=tolerance, notes=execution.method)
     try:
@@ -92,13 +113,16 @@ def export_bundle(spec: ExportSpec, targets: list[str], out: str | Path, precisi
     names = resolve_targets(targets, precision)
     if not names:
         raise TargetUnavailable(f"no target can be built here at {precision}; see `neat export --help`")
+    check_options(names, options or {})
     with step(f"capture {spec.name} with torch.export"):
         cap = Captured(spec)
     model = {"name": spec.name, "config": spec.config, "weights_sha256": spec.weights_sha256, **spec.info}
     outcomes: list[Outcome] = []
     with write_bundle(out, model, spec.signature()) as writer:
-        if spec.reference_file is not None and "reference" not in writer.manifest.model:
-            writer.set_reference(Path(spec.reference_file))
+        kept = writer.manifest.model
+        if spec.reference_file is not None and ("reference" not in kept or
+                                                kept.get("reference_loader") != spec.reference_loader):
+            writer.set_reference(Path(spec.reference_file), spec.reference_loader)
         if "init_state" not in writer.manifest.signature:
             writer.set_init_state({t.name: s.numpy() for t, s in zip(spec.state, spec.init_state(1))})
         for name in names:
@@ -110,7 +134,7 @@ def export_bundle(spec: ExportSpec, targets: list[str], out: str | Path, precisi
                     built = TARGETS[name].export(cap, staged, precision, settings_for(name, options or {}))
                     seconds = time.perf_counter() - t0
                 with step(f"{key}: verify against the reference"):
-                    parity = check(spec, TARGETS[name].runner(staged, built.requirements), precision)
+                    parity = check(spec, lambda: TARGETS[name].runner(staged, built.requirements), precision)
             except ExportError as exc:
                 outcomes.append(Outcome(name, precision, "error", str(exc), error=type(exc).__name__))
                 continue
@@ -148,7 +172,7 @@ def verify_bundle(bundle: str | Path, spec: ExportSpec, step: Step = _quiet) -> 
             outcomes.append(Outcome(art.target, art.precision, "not verified", f"unknown target {art.target}"))
             continue
         with step(f"{key}: verify against the reference"):
-            parity = check(spec, TARGETS[art.target].runner(bundle / key, art.requirements), art.precision)
+            parity = check(spec, lambda: TARGETS[art.target].runner(bundle / key, art.requirements), art.precision)
         outcomes.append(Outcome(art.target, art.precision, parity.verdict, parity.notes, art.build_seconds,
                                 size, parity.worst))
     return outcomes

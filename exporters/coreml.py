@@ -12,7 +12,7 @@ failure is one ConversionError naming the aten op, where it comes from in the mo
 to do.
 
 Verification: on macOS, `MLModel.predict`. Elsewhere, the *saved* .mlpackage is loaded back into a MIL
-program and evaluated op by op in NumPy (runtimes.coreml_eval), rounding every fp16 tensor to fp16 as
+program and evaluated op by op in NumPy (exporters.coreml_numpy), rounding every fp16 tensor to fp16 as
 CoreML computes; an op the evaluator cannot compute makes the verdict "not verified", never "passed".
 """
 from __future__ import annotations
@@ -311,10 +311,10 @@ def runner(artifact_dir: Path, requirements: dict) -> Execution:
 
     if platform.system() == "Darwin":
         return Execution(runtime.load(artifact_dir), "executed: CoreML MLModel.predict on macOS")
-    from runtimes import coreml_eval
+    from exporters import coreml_numpy
 
     try:
-        run = coreml_eval.load(artifact_dir / PACKAGE)
-    except coreml_eval.Unsupported as exc:
+        run = coreml_numpy.load(artifact_dir / PACKAGE)
+    except coreml_numpy.Unsupported as exc:
         return Execution(None, f"not verified: {exc}", "not verified")
     return Execution(run, "evaluated off-device: the saved ML program, op by op in NumPy")

@@ -84,6 +84,7 @@ class ExportSpec:
     long_stream_chunks: int = 0  # > 0: verification also runs one stream this many chunks long
     info: dict = field(default_factory=dict)               # extra model facts for the manifest (JSON)
     reference_file: Path | None = None  # weights shipped in the bundle so the reference can be rebuilt
+    reference_loader: str = ""  # entry point (group neat_deploy.reference_loaders) rebuilding it from them
     # source fragments (as in torch's stack traces) whose ops stay fp32 in fp16 artifacts: discrete
     # decisions such as a threshold, where fp16 rounding would flip the outcome
     fp32_scopes: tuple[str, ...] = ()

@@ -67,7 +67,8 @@ def neat_spec(checkpoint: str | Path | None = None, batch: tuple[int, int] = DEF
         ignore_below={"logits": MASK_BELOW}, argmax=("logits",),
         data=_real_text(model), score=bits_per_byte, long_stream_chunks=LONG_STREAM_CHUNKS,
         config=cfg.__dict__ | {"experts": list(cfg.experts), "hash_ngrams": list(cfg.hash_ngrams)},
-        reference_file=None if model_given else path, fp32_scopes=FP32_SCOPES,
+        reference_file=None if model_given else path, reference_loader="neat",
+        fp32_scopes=FP32_SCOPES,
         info={"params": count_parameters(model), "chunk_len": T, "vocab_size": V,
               "checkpoint": path.name, "experts": list(cfg.experts), "tokens": token_layout(model)},
     )

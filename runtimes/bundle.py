@@ -256,8 +256,9 @@ class BundleWriter:
         self.manifest.artifacts[key] = artifact
         return artifact
 
-    def set_reference(self, weights: Path) -> None:
-        """Carry the reference weights (so the bundle can be re-verified, and run eagerly as a last resort)."""
+    def set_reference(self, weights: Path, loader: str = "") -> None:
+        """Carry the reference weights (so the bundle can be re-verified, and run eagerly as a last resort),
+        and the name of the installed entry point that rebuilds the model from them (runtimes.eager)."""
         d = self.work / REFERENCE_DIR
         if d.exists():
             shutil.rmtree(d)
@@ -266,6 +267,8 @@ class BundleWriter:
         shutil.copyfile(weights, dst)
         self.manifest.model["reference"] = asdict(
             FileEntry(dst.relative_to(self.work).as_posix(), sha256_file(dst), dst.stat().st_size))
+        if loader:
+            self.manifest.model["reference_loader"] = loader
 
     def set_init_state(self, tensors: dict) -> None:
         """The state before the first chunk, at batch 1 (a runtime repeats it along the batch)."""
@@ -315,6 +318,8 @@ def write_bundle(bundle: str | Path, model: dict, signature: dict) -> Iterator[B
                 if (bundle / REFERENCE_DIR).is_dir() and "reference" in old.model:
                     shutil.copytree(bundle / REFERENCE_DIR, work / REFERENCE_DIR)
                     manifest.model["reference"] = old.model["reference"]
+                    if "reference_loader" in old.model:
+                        manifest.model["reference_loader"] = old.model["reference_loader"]
                 for key, art in old.artifacts.items():
                     if (bundle / key).is_dir():
                         shutil.copytree(bundle / key, work / key)

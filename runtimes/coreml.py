@@ -1,7 +1,7 @@
 """Backend `coreml`: an ML program (.mlpackage) run by CoreML's `MLModel.predict` (macOS only).
 
 NOT VERIFIED HERE: this project's development and CI machines run Linux, where CoreML cannot execute a
-model; there the saved program is checked by evaluating it in NumPy instead (runtimes.coreml_eval).
+model; there the saved program is checked by evaluating it in NumPy instead (exporters.coreml_numpy).
 
 The boundary: ML program inputs and outputs hold fp16, fp32 and int32 only, so int64 and bool tensors
 travel as int32. The package's metadata (`neat.boundary`) names them with their declared dtype; both

@@ -94,8 +94,8 @@ def rank(manifest: Manifest, profile: HardwareProfile, bundle: Path | None = Non
                              else f"runs here, but not used on {profile.kind} machines unless asked for")
         out.append(Candidate(key, art.target, not problem, reason, preferred))
     if "reference" in manifest.model:
-        ok = "torch" in profile.libraries
-        out.append(Candidate(EAGER, EAGER, ok, "the PyTorch reference (last resort)" if ok else "PyTorch is not installed"))
+        why = "" if "torch" in profile.libraries else "PyTorch is not installed"
+        out.append(Candidate(EAGER, EAGER, not why, why or "the PyTorch reference (last resort)"))
     else:
         out.append(Candidate(EAGER, EAGER, False, "the bundle carries no reference weights"))
     return out

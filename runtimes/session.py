@@ -40,7 +40,7 @@ def _runner(bundle: Path, manifest: Manifest, cand: Candidate, profile: Hardware
     if cand.target == EAGER:
         from runtimes import eager
 
-        return eager.load(reference_path(bundle, manifest))
+        return eager.load(reference_path(bundle, manifest), manifest.model.get("reference_loader", ""))
     art = manifest.artifacts[cand.key]
     verify_files(bundle, art)  # hashes checked right before loading anything executable
     d = bundle / cand.key

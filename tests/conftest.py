@@ -5,6 +5,8 @@ import torch
 
 from neat import NeatModel, preset
 
+os.environ["COLUMNS"] = "200"  # the CLI's tables unwrapped, however the tests are run (a tty, a log)
+
 
 @pytest.fixture(scope="session")
 def random_model() -> NeatModel:
@@ -46,20 +48,3 @@ def neat_bundle(tmp_path_factory):
     res = CliRunner().invoke(main, ["export", "all", "--out", str(out), "--compute-capability", "8.9"],
                              catch_exceptions=False)
     return out, res
-
-
-# Expensive session fixtures: with pytest-xdist (`-n 2 --dist loadgroup`) every test that uses one runs on
-# the same worker, so each is built once, not once per worker.
-SHARED = ("neat_bundle", "shipped_eval", "toy_bundle")
-
-
-if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each, not two each
-    torch.set_num_threads(1)
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        shared = [name for name in SHARED if name in getattr(item, "fixturenames", ())]
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(shared[0]))

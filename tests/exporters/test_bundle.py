@@ -154,6 +154,23 @@ def test_unknown_target_and_precision():
         resolve_targets(["cpu"], "int8")
 
 
+def test_an_artifact_that_does_not_load_fails_with_the_reason(toy, tmp_path, monkeypatch):
+    def broken(artifact_dir, requirements):
+        raise RuntimeError("parse error at line 1, column 1")
+
+    monkeypatch.setattr(onnx_target, "runner", broken)
+    (outcome,) = export_bundle(toy, ["onnx"], tmp_path / "b", "fp32")
+    assert outcome.verdict == "failed" and "does not load: RuntimeError: parse error" in outcome.message
+
+
+def test_an_option_for_another_target_is_refused(toy, tmp_path):
+    from exporters.errors import ExportError
+
+    with pytest.raises(ExportError, match=r"coreml_target \(target coreml\) do not apply to onnx"):
+        export_bundle(toy, ["onnx"], tmp_path / "b", "fp32", {"coreml_target": "iOS18", "opset": None})
+    assert not (tmp_path / "b").exists()  # refused before anything was written
+
+
 def test_packages_import_without_optional_libraries():
     blocked = ["onnx", "onnxruntime", "onnxscript", "coremltools", "tensorrt", "tensorrt_rtx", "matplotlib"]
     code = ("import sys; sys.modules.update({m: None for m in %r}); "

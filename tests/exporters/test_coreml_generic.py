@@ -57,46 +57,46 @@ def test_fp16_and_int8_still_pass(exported, name):
 
 
 def test_int64_and_bool_travel_as_int32_and_come_back_declared(exported):
-    from runtimes import coreml_eval
+    from exporters import coreml_numpy
     from runtimes.bundle import read_manifest
     from runtimes.coreml import BOUNDARY_KEY
 
     int32 = 131104  # ArrayFeatureType.INT32
     _, bundle = exported("tokens")
-    spec, _ = coreml_eval.read_spec(_package(bundle))
+    spec, _ = coreml_numpy.read_spec(_package(bundle))
     assert [i.type.multiArrayType.dataType for i in spec.description.input] == [int32]
     assert json.loads(spec.description.metadata.userDefined[BOUNDARY_KEY]) == {"tokens": "int64", "best": "int64"}
     assert read_manifest(bundle).artifacts["coreml-fp32"].settings["boundary"] == "int64 carried as int32"
-    logits, best = coreml_eval.load(_package(bundle))(np.array([[1, 2, 3, 39, 0, 5, 7]], np.int64))
+    logits, best = coreml_numpy.load(_package(bundle))(np.array([[1, 2, 3, 39, 0, 5, 7]], np.int64))
     assert best.dtype == np.int64 and (best == logits.argmax(-1)).all()
 
     _, bundle = exported("masked")
-    spec, _ = coreml_eval.read_spec(_package(bundle))
+    spec, _ = coreml_numpy.read_spec(_package(bundle))
     assert spec.description.input[1].type.multiArrayType.dataType == int32
     keep = np.array([[True, False, True, False, False, False], [False] * 6])
-    _, any_kept, dropped = coreml_eval.load(_package(bundle))(np.ones((2, 6, 4), np.float32), keep)
+    _, any_kept, dropped = coreml_numpy.load(_package(bundle))(np.ones((2, 6, 4), np.float32), keep)
     assert any_kept.dtype == np.bool_ and any_kept.tolist() == [True, False] and (dropped == ~keep).all()
 
 
 def test_int64_beyond_int32_is_an_input_error(exported):
-    from runtimes import coreml_eval
+    from exporters import coreml_numpy
     from runtimes.errors import InputError
 
     _, bundle = exported("tokens")
-    run = coreml_eval.load(_package(bundle))
+    run = coreml_numpy.load(_package(bundle))
     with pytest.raises(InputError, match="'tokens'.*int32"):
         run(np.full((1, 7), 2**40, np.int64))
 
 
 def test_unbatched_tensors_have_no_batch_dimension(exported):
-    from runtimes import coreml_eval
+    from exporters import coreml_numpy
 
     _, bundle = exported("unbatched")
-    spec, _ = coreml_eval.read_spec(_package(bundle))
+    spec, _ = coreml_numpy.read_spec(_package(bundle))
     x, table = (i.type.multiArrayType for i in spec.description.input)
     assert [r.upperBound for r in x.shapeRange.sizeRanges] == [3, 4]  # batch 1..3
     assert list(table.shape) == [4, 3] and not table.shapeRange.sizeRanges
-    y, colsum = coreml_eval.load(_package(bundle))(np.ones((3, 4), np.float32), np.eye(4, 3, dtype=np.float32))
+    y, colsum = coreml_numpy.load(_package(bundle))(np.ones((3, 4), np.float32), np.eye(4, 3, dtype=np.float32))
     assert y.shape == (3, 3) and colsum.shape == (3,)
 
 
@@ -139,10 +139,10 @@ def test_cond_is_inlined_and_lacking_ops_are_lowered(models):
 
 
 def test_identity_output_keeps_its_name(exported):
-    from runtimes import coreml_eval
+    from exporters import coreml_numpy
 
     _, bundle = exported("returns_input")
-    spec, _ = coreml_eval.read_spec(_package(bundle))
+    spec, _ = coreml_numpy.read_spec(_package(bundle))
     assert [o.name for o in spec.description.output] == ["twice", "same"]
 
 
@@ -185,7 +185,7 @@ def _evaluate(build, x: np.ndarray):
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil import types
 
-    from runtimes.coreml_eval import evaluate, unsupported_ops
+    from exporters.coreml_numpy import evaluate, unsupported_ops
 
     dtype = types.int32 if x.dtype.kind == "i" else types.fp32
 

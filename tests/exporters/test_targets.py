@@ -66,7 +66,7 @@ def test_tensorrt_engine_records_what_it_needs(toy_bundle):
 def test_coreml_state_keeps_the_same_explicit_interface(toy, tmp_path):
     """Float state as CoreML state (iOS 18, fp16, fixed batch), checked through the same verification."""
     from exporters.build import export_bundle
-    from runtimes.coreml_eval import read_spec
+    from exporters.coreml_numpy import read_spec
     from toy import toy_spec
 
     if not TARGETS["coreml"].is_available()[0]:

@@ -122,3 +122,21 @@ def test_a_cpu_only_torch_build_is_told_without_importing_torch():
     assert build_cuda("cuda = '11.8'") == "11.8"
     assert build_cuda("__version__ = '2.13.0+cpu'\ncuda: Optional[str] = None") is None
     assert build_cuda("nothing here") is True  # cannot tell: torch is imported and asked
+
+
+def test_the_eager_fallback_needs_the_model_code_the_bundle_names(bundle, tmp_path):
+    import json
+
+    from runtimes.bundle import MANIFEST
+
+    assert read_manifest(bundle).model["reference_loader"] == "neat"
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    for name, words in (("os:system", "no installed package provides the reference loader 'os:system'"),
+                        ("", "names no reference loader")):
+        raw = json.loads((copy / MANIFEST).read_text())
+        raw["model"]["reference_loader"] = name
+        (copy / MANIFEST).write_text(json.dumps(raw))
+        with pytest.raises(BackendUnavailable, match=words):
+            runtimes.load(copy, backend="eager")
+        assert runtimes.load(copy).backend.key == "cpu-fp32"  # everything else still loads

@@ -1,13 +1,6 @@
-"""Off-device check of a CoreML artifact: load the *saved* .mlpackage back into a MIL program (no macOS
-needed) and evaluate it op by op in NumPy: with the NumPy versions in runtimes.coreml_ops (conv, pooling,
-norms, resizing...) where there is one, else through the op's own `value_inference()`.
-
-    run = load("model.mlpackage")            # like every backend: run(*inputs) -> outputs, in spec order
-    prog = load_mlpackage("model.mlpackage") # or by name:
-    outs = evaluate(prog, {"tokens": np_int32, ...})   # dict output name -> np.ndarray
-
-This is a verification tool, not a runtime for speed: an op it cannot compute raises `Unsupported`, which
-makes the verdict "not verified", never "passed".
+"""The interpreter of the CoreML evaluator: a MIL program run op by op in NumPy, with the NumPy versions of
+exporters.coreml_numpy.ops where there is one, else through the op's own `value_inference()`; nested
+blocks (cond, while_loop) and iOS18 states included.
 
 fp16 emulation: every fp16 Var is held as a float32 array whose values are rounded to fp16 after the op
 that produces it (compute in fp32, round each op output to fp16, which is what the Core ML CPU/GPU
@@ -16,53 +9,21 @@ backends do up to accumulation order). Results are returned in the declared outp
 from __future__ import annotations
 
 import logging
-import os
 import warnings
-from pathlib import Path
-
-from runtimes.coreml_ops import CUSTOM
-from runtimes.errors import EvaluationUnsupported
 
 import numpy as np
+
+from exporters.coreml_numpy.ops import CUSTOM
+from runtimes.errors import EvaluationUnsupported
 
 logging.getLogger("coremltools").setLevel(logging.ERROR)  # off macOS it logs its missing native parts
 with warnings.catch_warnings():  # coremltools warns about untested torch versions on import
     warnings.simplefilter("ignore")
-    import coremltools as ct
-    from coremltools.converters.mil.frontend.milproto.load import load as _milproto_load
     from coremltools.converters.mil.mil import types
 
 
 # ----------------------------------------------------------------------------------------------
-# 1. loading
-# ----------------------------------------------------------------------------------------------
-def read_spec(path: str):
-    """The Model protobuf of a .mlpackage, read without coremltools' ModelPackage (which opens the package
-    read-write and rewrites Manifest.json on every load). The root model's path comes from Manifest.json."""
-    import json
-
-    manifest = json.load(open(os.path.join(path, "Manifest.json")))
-    root = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]["path"]  # "com.apple.CoreML/model.mlmodel"
-    spec = ct.proto.Model_pb2.Model()
-    with open(os.path.join(path, "Data", root), "rb") as f:
-        spec.ParseFromString(f.read())
-    return spec, os.path.join(path, "Data", os.path.dirname(root), "weights")
-
-
-def load_mlpackage(path: str, spec_and_weights=None):
-    """.mlpackage -> pymil Program (weights read from Data/com.apple.CoreML/weights/weight.bin);
-    `spec_and_weights`: what read_spec(path) gave, when the caller has it already.
-
-    Equivalent to: spec = ct.utils.load_spec(path) and
-    weights_dir = path/Data/com.apple.CoreML/weights, but never writes into the package."""
-    spec, weights_dir = spec_and_weights or read_spec(path)
-    # the proto's blobFileValue.fileName is "@model_path/weights/weight.bin"; the loader keeps only the
-    # basename and joins it with file_weights_dir
-    return _milproto_load(spec, spec.specificationVersion, file_weights_dir=weights_dir)
-
-
-# ----------------------------------------------------------------------------------------------
-# 2. binding values to Vars so that op.value_inference() can read them as var.val
+# 1. binding values to Vars so that op.value_inference() can read them as var.val
 # ----------------------------------------------------------------------------------------------
 class _Box:
     """Stands in for a Var's builtin sym_val: Var.val / Var.sym_val return box.val unchanged
@@ -108,13 +69,16 @@ def _bind(var, value):
 
 
 # ----------------------------------------------------------------------------------------------
-# 3. the evaluator
+# 2. running a program
 # ----------------------------------------------------------------------------------------------
 class Unsupported(EvaluationUnsupported):
     """The program holds an op this evaluator cannot compute (verdict: not verified)."""
 
 
 class Stats:
+    """Ops run, by type: through value_inference (builtin), through ops.CUSTOM (custom); and the
+    value_inference failures that fell back to CUSTOM (failed: op type -> error)."""
+
     def __init__(self):
         self.builtin, self.custom, self.failed = {}, {}, {}
 
@@ -252,44 +216,6 @@ def evaluate(prog, feeds: dict, prefer_builtin: bool = False, stats: Stats | Non
         v = var._sym_val.val
         out[var.name] = np.asarray(v).astype(_np_dtype(var))
     return out
-
-
-def load(package: str | Path):
-    """A runner over the saved package: run(*arrays) -> outputs in the model description's order.
-
-    A stateful package (CoreML state) keeps the same explicit interface: the signature in its metadata
-    says where each state goes, the state values are fed into the program's states and read back out.
-    int64 and bool tensors cross the boundary as int32, cast as runtimes.coreml's runner casts them."""
-    import json
-
-    from runtimes.coreml import SIGNATURE_KEY, boundary, from_boundary, to_boundary
-
-    read = read_spec(str(package))
-    spec, prog = read[0], load_mlpackage(str(package), read)
-    missing = unsupported_ops(prog)
-    if missing:
-        raise Unsupported(f"the NumPy evaluator cannot compute op(s) {', '.join(sorted(missing))}")
-    inputs = [i.name for i in spec.description.input]
-    outputs = [o.name for o in spec.description.output]
-    state_names = [s.name for s in spec.description.state]
-    metadata = spec.description.metadata.userDefined
-    carried = boundary(metadata)
-    if state_names:
-        signature = json.loads(metadata[SIGNATURE_KEY])
-        inputs, outputs = signature["inputs"], signature["outputs"]
-
-    def run(*arrays: np.ndarray) -> list[np.ndarray]:
-        feeds = {n: to_boundary(n, a, carried.get(n)) for n, a in zip(inputs, arrays)}
-        states = {n: feeds.pop(n) for n in state_names}
-        try:
-            result = evaluate(prog, feeds, states=states if state_names else None)
-        except RuntimeError as exc:
-            raise Unsupported(str(exc)) from exc
-        for n in state_names:
-            result[f"new_{n}"] = np.asarray(states[n], dtype=np.float32)
-        return [from_boundary(result[n], carried.get(n)) for n in outputs]
-
-    return run
 
 
 CONTROL_FLOW = ("cond", "while_loop")
