@@ -161,6 +161,9 @@ def describe(module: nn.Module, example_inputs, *, name: str | None = None,
     if not 1 <= lo <= hi:
         raise SpecError(f"batch bounds ({lo}, {hi}) are not 1 <= min <= max")
     outs = _run(wrapped, flat_in)
+    if len(outs) < len(state_values):
+        raise SpecError(f"forward returned {len(outs)} tensor(s); with {len(state_values)} state tensor(s) it must "
+                        "return its outputs, then the new value of each state tensor, in the state's order")
     out_names = _output_names(inner, flat_in, len(outs) - len(state_values), output_names, lifted)
     _check_new_state(outs[len(out_names):], state_values, state_names)
     out_batched = _batched_outputs(wrapped, flat_in, batched, outs[: len(out_names)], B, (lo, hi))

@@ -65,6 +65,13 @@ def test_new_state_must_match_the_state():
     with pytest.raises(SpecError, match="state 'h'.*new state"):
         exporters.describe(Grows(), (torch.randn(2, 3), torch.zeros(2, 4)), state=["h"])
 
+    class Forgets(torch.nn.Module):
+        def forward(self, x, h, c):
+            return x + h
+
+    with pytest.raises(SpecError, match="returned 1 tensor.*2 state"):
+        exporters.describe(Forgets(), (torch.randn(2, 4), torch.zeros(2, 4), torch.zeros(2, 4)), state=["h", "c"])
+
 
 def test_export_in_one_call_and_run_the_bundle(tmp_path):
     from runtimes import load
