@@ -138,7 +138,7 @@ def describe(module: nn.Module, example_inputs, *, name: str | None = None,
         raise SpecError(f"input names {names} repeat: pass input_names= with distinct names")
     flat_in = [*examples, *state_values]
     all_names = [*names, *state_names]
-    for i, (n, x) in enumerate(zip(all_names, flat_in)):
+    for n, x in zip(all_names, flat_in):
         if x.dtype not in DTYPE_NAMES:
             raise SpecError(f"input {n!r} has dtype {x.dtype}; supported: {', '.join(DTYPES)}: cast it in the "
                             "module (and pass the example in a supported dtype)")

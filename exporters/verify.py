@@ -106,8 +106,7 @@ def compare_tensors(spec: ExportSpec, ref: tuple, got: tuple) -> dict:
     out = {}
     infos = [*spec.outputs, *[replace(t, name=f"new_{t.name}") for t in spec.state]]
     for i, info in enumerate(infos):
-        r = np.stack([chunk[i] for chunk in ref]) if ref else np.zeros(0)
-        g = np.stack([chunk[i] for chunk in got]) if got else np.zeros(0)
+        r, g = np.stack([chunk[i] for chunk in ref]), np.stack([chunk[i] for chunk in got])
         if r.shape != g.shape:
             out[info.name] = {"shape": f"{g.shape[1:]} instead of {r.shape[1:]}", "finite": True,
                               "reference_finite": True}
@@ -191,7 +190,7 @@ def verify(spec: ExportSpec, run: Runner, precision: str, method: str) -> Parity
             score = {"reference": s_ref, "artifact": s_got, "increase": (s_got - s_ref) / s_ref}
     worst = {"tensors": _merge(per_case)}
     if first is not None and first in worst["tensors"]:
-        worst.update({k: v for k, v in worst["tensors"][first].items()})  # the first output's figures, flat
+        worst.update(worst["tensors"][first])  # the first output's figures, flat
     if score:
         worst["bits_per_byte"] = score
     failed = failures(worst["tensors"], precision, spec, score)
