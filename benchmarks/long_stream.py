@@ -47,6 +47,7 @@ def stream_tokens(model, n_bytes: int) -> np.ndarray:
 
 
 def measure(checkpoint: str | None, n_bytes: int, dtype: str) -> dict:
+    from neat.bits import cross_entropy_bits
     from neat.checkpoint import SHIPPED, load_checkpoint
     from neat.model import STATE_NAMES
 
@@ -57,7 +58,7 @@ def measure(checkpoint: str | None, n_bytes: int, dtype: str) -> dict:
     n_bytes -= n_bytes % T
     toks = torch.from_numpy(stream_tokens(model, n_bytes))[None]  # (1, n + 1)
     state = [s.to(dt) if s.is_floating_point() else s for s in model.init_state(1)]
-    worst, finite, nll, segments, per_chunk = 0.0, True, 0.0, [], []
+    worst, finite, bits, segments, per_chunk = 0.0, True, 0.0, [], []
     with torch.inference_mode():
         for c in range(n_bytes // T):
             x, y = toks[:, c * T:(c + 1) * T], toks[:, c * T + 1:(c + 1) * T + 1].long()
@@ -68,10 +69,10 @@ def measure(checkpoint: str | None, n_bytes: int, dtype: str) -> dict:
             for name, s in zip(STATE_NAMES, state):
                 if name in bounds:
                     worst = max(worst, float(s.float().abs().max()) / bounds[name])
-            nll += float(torch.nn.functional.cross_entropy(logits[0].float(), y[0], reduction="sum"))
+            bits += cross_entropy_bits(logits[0], y[0], "sum")
             if ((c + 1) * T) % SEGMENT == 0:
-                segments.append(nll / SEGMENT / np.log(2))
-                nll = 0.0
+                segments.append(bits / SEGMENT)
+                bits = 0.0
     return {
         "benchmark": "long_stream", "model": model.cfg.name, "checkpoint": str(checkpoint or SHIPPED.name),
         "dtype": dtype, "bytes": n_bytes, "chunks": n_bytes // T, "finite": finite,

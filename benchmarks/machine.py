@@ -6,23 +6,14 @@ import os
 import platform
 from pathlib import Path
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from runtimes.profile import cpu_info
 
 
 def describe() -> dict:
     import torch
 
     return {
-        "cpu": cpu_model(),
+        "cpu": cpu_info()[0],
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "os": platform.platform(),

@@ -3,29 +3,30 @@
     python -m benchmarks.regression                # check: exit 1 naming each regression
     python -m benchmarks.regression --update       # re-measure and rewrite the committed baseline files
 
-Both run `neat bench` on the default bundle (exported first if missing) and compare speed ratios to eager,
-parity, bits per byte and greedy generation with `benchmarks/results/bench_cpu.json`. The baseline was
-measured on a 2-core CPU machine; ratios, not absolute times, are compared, and the default allowance
-(25%) covers the spread measured there (benchmarks/NOTES.md). A check skips the fresh-process cold-start
-measurements unless --cold-start is given; an update always takes them.
+Both run what `neat bench` runs (`benchmarks.run`) on the default bundle (exported first if missing) and
+compare speed ratios to eager, parity, bits per byte and greedy generation with
+`benchmarks/results/bench_cpu.json`. The baseline was measured on a 2-core CPU machine; ratios, not
+absolute times, are compared, and the default allowance (25%) covers the spread measured there
+(benchmarks/NOTES.md). A check skips the fresh-process cold-start measurements unless --cold-start is
+given; an update always takes them.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+import click
+
 RESULTS = Path(__file__).parent / "results"
 BASELINE = RESULTS / "bench_cpu.json"
 
 
-def command(args: argparse.Namespace) -> list[str]:
-    """The `neat bench` arguments for this check or update."""
-    cmd = ["bench"] + ([str(args.bundle)] if args.bundle else []) + ["--runs", str(args.runs)]
+def options(args: argparse.Namespace) -> dict:
+    """The `benchmarks.run.run` arguments for this check or update."""
+    common = {"bundle": args.bundle, "runs": args.runs}
     if args.update:
-        return cmd + ["--json", str(BASELINE), "--markdown", str(RESULTS / "bench_cpu.md"),
-                      "--plot", str(RESULTS / "bench_cpu.png")]
-    cmd += ["--baseline", str(args.baseline), "--max-regression", str(args.max_regression)]
-    return cmd if args.cold_start else cmd + ["--no-cold-start"]
+        return {**common, "json_out": BASELINE, "md_out": RESULTS / "bench_cpu.md", "plot_out": RESULTS / "bench_cpu.png"}
+    return {**common, "baseline": args.baseline, "max_regression": args.max_regression, "cold_start": args.cold_start}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,21 +38,24 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-regression", type=float, default=25.0,
                         help="allowed drop of a speed ratio, percent (default 25)")
     parser.add_argument("--cold-start", action="store_true", help="also measure cold starts when checking")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.update and not args.baseline.is_file():
+        parser.error(f"--baseline {args.baseline}: no such file (measure one with --update)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    import click
-
-    from neat.cli import main as neat
+    from benchmarks.run import run
+    from neat.deploy import user_errors
 
     try:
-        neat.main(command(args), prog_name="neat", standalone_mode=False)
-    except click.ClickException as exc:  # a regression, or a problem with the bundle: printed, exit 1
-        exc.show()
-        return exc.exit_code
+        run(**options(args))
+    except user_errors() as exc:  # a regression, or a problem with the bundle: printed, exit 1
+        click.echo(f"Error: {exc}", err=True)
+        return 1
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

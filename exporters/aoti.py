@@ -7,11 +7,12 @@ from pathlib import Path
 
 from exporters.capture import Captured
 from exporters.errors import ConversionError
-from exporters.target import Built, Execution, versions
+from exporters.target import Built, Execution, execute, versions
+from exporters.target import Settings as TargetSettings
 
 
 @dataclass
-class Settings:
+class Settings(TargetSettings):
     max_autotune: bool = False  # let Inductor benchmark kernel choices (slower build, sometimes faster code)
 
 
@@ -26,7 +27,7 @@ def build(cap: Captured, out: Path, device: str, max_autotune: bool) -> Built:
     import torch
 
     from exporters.capture import capture
-    from runtimes.aoti import FILE
+    from runtimes.backends.cpu import FILE
 
     program = cap.program if device == "cpu" else capture(cap.spec, device=device)
     options = {"max_autotune": max_autotune} if max_autotune else {}
@@ -49,10 +50,5 @@ def build(cap: Captured, out: Path, device: str, max_autotune: bool) -> Built:
     return Built(toolchain=versions("torch"), requirements=requirements, settings={"max_autotune": max_autotune})
 
 
-def runner(artifact_dir: Path, device: str) -> Execution:
-    from runtimes import aoti as runtime
-
-    ok, why = runtime.is_available(device)
-    if not ok:
-        return Execution(None, f"not verified: {why}", "not verified")
-    return Execution(runtime.load(artifact_dir, device=device), f"executed: AOTInductor package on {device.upper()}")
+def runner(artifact_dir: Path, requirements: dict, device: str) -> Execution:
+    return execute(device, artifact_dir, requirements, f"executed: AOTInductor package on {device.upper()}")

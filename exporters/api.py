@@ -22,40 +22,11 @@ import torch
 from torch import nn
 
 from exporters.errors import ExportError, SpecError
+from exporters import probe
+from exporters.probe import Flat, Lifted
 from exporters.spec import DTYPE_NAMES, DTYPES, ExportSpec, TensorInfo, at_batch, weights_sha256
 
 DEFAULT_LONG_STREAM = 64  # chunks of the long-stream case for a module with state
-
-
-class Flat(nn.Module):
-    """forward(*args) -> a flat tuple of tensors, whatever structure the wrapped module returns. Outputs that
-    are an input itself come back as a copy (an artifact output must be a value of its own), and inputs the
-    module writes into (`mutated`, by position) are copied first: an artifact never changes its caller's
-    arrays, and no target has to express input mutation (CoreML cannot)."""
-
-    def __init__(self, inner: nn.Module, mutated: Sequence[int] = ()):
-        super().__init__()
-        self.inner, self.mutated = inner, frozenset(mutated)
-
-    def forward(self, *args):
-        args = tuple(a.clone() if i in self.mutated else a for i, a in enumerate(args))
-        flat = torch.utils._pytree.tree_leaves(self.inner(*args))
-        return tuple(x.clone() if any(x is a for a in args) else x for x in flat)
-
-
-class Lifted(nn.Module):
-    """Buffers that forward updates in place, made explicit state: forward(*inputs, *buffers) runs the module
-    on copies of the given buffer values and returns (*outputs, *new buffer values)."""
-
-    def __init__(self, inner: nn.Module, names: Sequence[str]):
-        super().__init__()
-        self.inner, self.names = inner, tuple(names)
-
-    def forward(self, *args):
-        n = len(args) - len(self.names)
-        values = {name: v.clone() for name, v in zip(self.names, args[n:])}
-        out = torch.func.functional_call(self.inner, values, args[:n], strict=False, tie_weights=False)
-        return (*torch.utils._pytree.tree_leaves(out), *values.values())
 
 
 @dataclass
@@ -142,7 +113,7 @@ def describe(module: nn.Module, example_inputs, *, name: str | None = None,
         if x.dtype not in DTYPE_NAMES:
             raise SpecError(f"input {n!r} has dtype {x.dtype}; supported: {', '.join(DTYPES)}: cast it in the "
                             "module (and pass the example in a supported dtype)")
-    lifted = _mutated_buffers(inner, flat_in)
+    lifted = probe.mutated_buffers(inner, flat_in)
     if lifted and not lift_buffers:
         raise SpecError(f"forward updates buffer(s) {', '.join(lifted)} in place: an exported artifact cannot "
                         "hold hidden state. Pass lift_buffers=True to make them explicit state (inputs and "
@@ -153,20 +124,20 @@ def describe(module: nn.Module, example_inputs, *, name: str | None = None,
         state_names = [*state_names, *(n.replace(".", "_") for n in lifted)]
         flat_in, all_names = [*examples, *state_values], [*names, *state_names]
     core = Lifted(inner, lifted) if lifted else inner
-    wrapped = Flat(core, _mutated_inputs(core, flat_in))
+    wrapped = Flat(core, probe.mutated_inputs(core, flat_in))
     skip = set(unbatched) | {n.replace(".", "_") for n in lifted}
     batched = [x.dim() > 0 and i not in skip and n not in skip for i, (n, x) in enumerate(zip(all_names, flat_in))]
     B = _example_batch(all_names, flat_in, batched)
     lo, hi = batch if batch is not None else (B, B)
     if not 1 <= lo <= hi:
         raise SpecError(f"batch bounds ({lo}, {hi}) are not 1 <= min <= max")
-    outs = _run(wrapped, flat_in)
+    outs = probe.run(wrapped, flat_in)
     if len(outs) < len(state_values):
         raise SpecError(f"forward returned {len(outs)} tensor(s); with {len(state_values)} state tensor(s) it must "
                         "return its outputs, then the new value of each state tensor, in the state's order")
-    out_names = _output_names(inner, flat_in, len(outs) - len(state_values), output_names, lifted)
+    out_names = probe.output_names(inner, flat_in, len(outs) - len(state_values), output_names, lifted)
     _check_new_state(outs[len(out_names):], state_values, state_names)
-    out_batched = _batched_outputs(wrapped, flat_in, batched, outs[: len(out_names)], B, (lo, hi))
+    out_batched = probe.batched_outputs(wrapped, flat_in, batched, outs[: len(out_names)], B, (lo, hi))
     ranges, ignore_below = dict(ranges or {}), dict(ignore_below or {})
     unknown = (set(ranges) - set(all_names)) | (set(ignore_below) - set(out_names)) | (set(argmax) - set(out_names))
     if unknown:
@@ -220,67 +191,6 @@ def _split_state(examples, names, state):
     return list(examples[:k]), list(examples[k:]), state
 
 
-def _run(module: nn.Module, inputs) -> list[torch.Tensor]:
-    try:
-        with torch.no_grad():
-            out = module(*[x.clone() for x in inputs])
-    except Exception as exc:
-        raise SpecError(f"the module fails on its example inputs: {type(exc).__name__}: {exc}") from exc
-    for i, y in enumerate(out):
-        if not isinstance(y, torch.Tensor):
-            raise SpecError(f"output {i} is a {type(y).__name__}: an exported model returns tensors only")
-        if y.dtype not in DTYPE_NAMES:
-            raise SpecError(f"output {i} has dtype {y.dtype}; supported: {', '.join(DTYPES)}: cast it in forward")
-    return list(out)
-
-
-def _mutated_buffers(module: nn.Module, inputs) -> list[str]:
-    """Names of buffers that forward writes in place (found by one run; the values are restored after)."""
-    buffers = dict(module.named_buffers())
-    saved = {n: b.detach().clone() for n, b in buffers.items()}
-    versions = {n: b._version for n, b in buffers.items()}
-    _run(Flat(module), inputs)
-    changed = [n for n, b in buffers.items() if b._version != versions[n]]
-    with torch.no_grad():
-        for n in changed:
-            buffers[n].copy_(saved[n])
-    return changed
-
-
-def _mutated_inputs(module: nn.Module, inputs) -> list[int]:
-    """Positions of the inputs that forward writes into (found by one run on copies)."""
-    copies = [x.clone() for x in inputs]
-    versions = [x._version for x in copies]
-    with torch.no_grad():
-        module(*copies)
-    return [i for i, (x, v) in enumerate(zip(copies, versions)) if x._version != v]
-
-
-def _output_names(module, inputs, n_out: int, given, lifted) -> list[str]:
-    if given is not None:
-        if len(given) != n_out:
-            raise SpecError(f"output_names has {len(given)} names; the module returns {n_out} output tensor(s)")
-        return list(given)
-    target = Lifted(module, lifted) if lifted else module
-    with torch.no_grad():
-        out = target(*[x.clone() for x in inputs])
-    if isinstance(out, torch.Tensor):
-        return ["output"]
-    paths = [torch.utils._pytree.keystr(p) for p, _ in torch.utils._pytree.tree_flatten_with_path(out)[0]]
-    names = [_clean(p) or f"output_{i}" for i, p in enumerate(paths)][:n_out]
-    return ["output"] if names == ["output_0"] else names
-
-
-def _clean(path: str) -> str:
-    """A pytree key path ("[0]", "['logits']", "[1]['h']") as a tensor name: output_0, logits, output_1_h."""
-    import re
-
-    parts = re.findall(r"\[(?:'([^']*)'|(\d+))\]|\.(\w+)", path)
-    words = [k or a or (f"output_{i}" if j == 0 else i) for j, (k, i, a) in enumerate(parts)]
-    name = "_".join(str(w) for w in words)
-    return re.sub(r"\W", "_", name)
-
-
 def _check_new_state(new, old, names) -> None:
     for n, a, b in zip(names, new, old):
         if a.dtype != b.dtype or a.shape != b.shape:
@@ -299,17 +209,6 @@ def _example_batch(names, inputs, batched) -> int:
         raise SpecError(f"input(s) {odd} have a dimension 0 other than the batch {first} of "
                         f"{next(iter(sizes))!r}: declare inputs without a batch dimension with unbatched=[...]")
     return first
-
-
-def _batched_outputs(wrapped, inputs, batched, outs, B: int, bounds) -> list[bool]:
-    """Which outputs carry the batch: those whose dim 0 follows the inputs' batch (tried at another batch
-    when the batch is dynamic; with a fixed batch, those whose dim 0 equals it)."""
-    lo, hi = bounds
-    other = next((b for b in (B + 1, B - 1) if lo <= b <= hi and b >= 1), None) if lo != hi else None
-    if other is None:
-        return [y.dim() > 0 and y.shape[0] == B and any(batched) for y in outs]
-    again = _run(wrapped, [at_batch(x, other) if b else x for x, b in zip(inputs, batched)])
-    return [y.dim() > 0 and z.shape[0] == other and y.shape[0] == B for y, z in zip(outs, again)]
 
 
 def _info(name: str, x: torch.Tensor, batched: bool, range_=None, ignore_below=None) -> TensorInfo:

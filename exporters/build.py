@@ -11,7 +11,8 @@ from exporters.capture import Captured
 from exporters.errors import ExportError, TargetUnavailable
 from exporters.spec import ExportSpec
 from exporters.verify import TOLERANCES, verify
-from runtimes.bundle import Parity, artifact_key, write_bundle
+from exporters.writer import write_bundle
+from runtimes.manifest import Parity, artifact_key
 from runtimes.errors import EvaluationUnsupported
 
 Step = Callable[[str], ContextManager]  # step(label) wraps one long step (progress + elapsed time)
@@ -131,7 +132,7 @@ def export_bundle(spec: ExportSpec, targets: list[str], out: str | Path, precisi
             try:
                 with step(f"{key}: build"):
                     t0 = time.perf_counter()
-                    built = TARGETS[name].export(cap, staged, precision, settings_for(name, options or {}))
+                    built = TARGETS[name].export(cap, staged, settings_for(name, {**(options or {}), "precision": precision}))
                     seconds = time.perf_counter() - t0
                 with step(f"{key}: verify against the reference"):
                     parity = check(spec, lambda: TARGETS[name].runner(staged, built.requirements), precision)

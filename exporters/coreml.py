@@ -21,7 +21,6 @@ import contextlib
 import io
 import json
 import logging
-import platform
 import re
 import warnings
 from dataclasses import dataclass
@@ -30,8 +29,9 @@ from pathlib import Path
 from exporters.capture import Captured
 from exporters.coreml_graph import lacking, lower_lacking, prepare, source
 from exporters.errors import ConversionError
-from exporters.target import Built, Execution, versions
-from runtimes.coreml import BOUNDARY_KEY, CARRIED, PACKAGE, SIGNATURE_KEY
+from exporters.target import Built, Execution, execute, versions
+from exporters.target import Settings as TargetSettings
+from runtimes.backends.coreml import BOUNDARY_KEY, CARRIED, FILE as PACKAGE
 
 NAME = "coreml"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -43,7 +43,7 @@ RESERVED = {"any", "bool", "program", "func", "tensor", "list", "dict", "tuple",
 
 
 @dataclass
-class Settings:
+class Settings(TargetSettings):
     coreml_target: str = DEFAULT_TARGET   # minimum deployment target: iOS16..iOS18, macOS13..macOS15
     compute_units: str = "all"            # all | cpu_only | cpu_and_gpu | cpu_and_ne
     coreml_state: bool = False            # float state as CoreML state (iOS18+/macOS15+, fp16, fixed batch)
@@ -59,7 +59,7 @@ def is_available() -> tuple[bool, str]:
     return True, f"coremltools {ct.__version__}"
 
 
-def _target(ct, name: str):
+def deployment_target(ct, name: str):
     target = getattr(ct.target, name, None)
     if target is None:
         choices = ", ".join(t for t in dir(ct.target) if t[:3] in ("iOS", "mac"))
@@ -67,82 +67,7 @@ def _target(ct, name: str):
     return target
 
 
-class _Stateful:
-    """Builds a module whose float state lives in buffers that forward() updates in place: coremltools
-    turns those into CoreML states. Integer state (CoreML states are fp16 only) stays explicit I/O."""
-
-    @staticmethod
-    def wrap(spec, batch: int):
-        import torch
-
-        float_names = [t.name for t in spec.state if t.dtype.startswith("float")]
-        n_in = len(spec.inputs)
-
-        class Stateful(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.inner = spec.module
-                for t, value in zip(spec.state, spec.init_state(batch)):
-                    if t.name in float_names:
-                        self.register_buffer(t.name, value.clone())
-
-            def forward(self, *args):
-                inputs, io_state = list(args[:n_in]), iter(args[n_in:])
-                state = [getattr(self, t.name) if t.name in float_names else next(io_state) for t in spec.state]
-                outs = self.inner(*inputs, *state)
-                n_out = len(spec.outputs)
-                io_new = []
-                for t, new in zip(spec.state, outs[n_out:]):
-                    if t.name in float_names:
-                        getattr(self, t.name).copy_(new)
-                    else:
-                        io_new.append(new)
-                return (*outs[:n_out], *io_new)
-
-        return Stateful().eval(), float_names
-
-
-def _check_stateful(ct, spec, precision: str, settings: Settings) -> None:
-    if precision != "fp16":
-        raise ConversionError("CoreML state holds fp16 only: export with --precision fp16 --coreml-state")
-    if spec.batch[0] != spec.batch[1]:
-        raise ConversionError("CoreML state has a fixed shape: export with a fixed batch, e.g. --batch 1")
-    if _target(ct, settings.coreml_target).value < ct.target.iOS18.value:
-        raise ConversionError(f"CoreML state needs iOS 18 / macOS 15 or newer, not {settings.coreml_target}: "
-                              "add --coreml-target iOS18")
-
-
-def convert_stateful(cap: Captured, precision: str, settings: Settings):
-    import coremltools as ct
-    import torch
-
-    spec = cap.spec
-    _check_stateful(ct, spec, precision, settings)
-    batch = spec.batch[0]
-    module, float_names = _Stateful.wrap(spec, batch)
-    io_infos = [t for t in spec.state if t.name not in float_names]
-    example = (*spec.example_chunk(batch), *[s for t, s in zip(spec.state, spec.init_state(batch))
-                                              if t.name not in float_names])
-    program = torch.export.export(module, example, strict=True).run_decompositions({})
-    infos = (*spec.inputs, *io_infos)
-    inputs = [ct.TensorType(name=t.name, shape=t.full_shape(batch), dtype=_io_dtype(t.dtype)) for t in infos]
-    out_infos = {**{t.name: t for t in spec.outputs}, **{f"new_{t.name}": t for t in io_infos}}
-    outputs = [ct.TensorType(name=n, dtype=_io_dtype(t.dtype)) for n, t in out_infos.items()]
-    states = [ct.StateType(wrapped_type=ct.TensorType(shape=t.full_shape(batch), dtype=_io_dtype("float16")),
-                           name=t.name) for t in spec.state if t.name in float_names]
-    _check_names([t.name for t in infos], list(out_infos))
-    compute_precision, _ = _precision(ct, precision, spec.fp32_scopes)
-    model = _convert(ct, program, f"{spec.name} with CoreML state", inputs=inputs, outputs=outputs,
-                     states=states, minimum_deployment_target=_target(ct, settings.coreml_target),
-                     compute_precision=compute_precision,
-                     compute_units=getattr(ct.ComputeUnit, settings.compute_units.upper()))
-    ins, outs = spec.names
-    model.user_defined_metadata[SIGNATURE_KEY] = json.dumps({"inputs": list(ins), "outputs": list(outs)})
-    _mark_boundary(model, {**{t.name: t for t in infos}, **out_infos})
-    return model
-
-
-def convert(cap: Captured, precision: str, settings: Settings):
+def convert(cap: Captured, settings: Settings):
     import coremltools as ct
 
     spec = cap.spec
@@ -150,28 +75,28 @@ def convert(cap: Captured, precision: str, settings: Settings):
     lo, hi = spec.batch
     batch = ct.RangeDim(lower_bound=lo, upper_bound=hi, default=lo) if lo != hi else lo
     infos = dict(zip(ins, (*spec.inputs, *spec.state)))
-    inputs = [ct.TensorType(name=n, shape=_shape(t, batch), dtype=_io_dtype(t.dtype)) for n, t in infos.items()]
+    inputs = [ct.TensorType(name=n, shape=_shape(t, batch), dtype=io_dtype(t.dtype)) for n, t in infos.items()]
     out_infos = dict(zip(outs, (*spec.outputs, *spec.state)))
-    outputs = [ct.TensorType(name=n, dtype=_io_dtype(t.dtype)) for n, t in out_infos.items()]
-    _check_names(ins, outs)
-    compute_precision, kept = _precision(ct, precision, spec.fp32_scopes)
-    model = _convert(ct, cap.decomposed("none"), spec.name, inputs=inputs, outputs=outputs,
-                     minimum_deployment_target=_target(ct, settings.coreml_target),
-                     compute_precision=compute_precision,
-                     compute_units=getattr(ct.ComputeUnit, settings.compute_units.upper()))
+    outputs = [ct.TensorType(name=n, dtype=io_dtype(t.dtype)) for n, t in out_infos.items()]
+    check_names(ins, outs)
+    compute_precision, kept = compute_precision_of(ct, settings.precision, spec.fp32_scopes)
+    model = convert_program(ct, cap.decomposed("none"), spec.name, inputs=inputs, outputs=outputs,
+                            minimum_deployment_target=deployment_target(ct, settings.coreml_target),
+                            compute_precision=compute_precision,
+                            compute_units=getattr(ct.ComputeUnit, settings.compute_units.upper()))
     if kept is not None and not kept[0]:
         raise ConversionError(f"no op matches the fp32 scopes {spec.fp32_scopes}: the model's source changed")
-    if precision == "int8":  # weights of matmuls, convolutions, embeddings (not masks or small constants)
+    if settings.precision == "int8":  # weights of matmuls, convolutions, embeddings (not masks or small constants)
         opt = ct.optimize.coreml
         w8 = opt.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", weight_threshold=2048)
         config = opt.OptimizationConfig(op_type_configs={t: w8 for t in ("linear", "matmul", "gather", "conv")})
         with contextlib.redirect_stderr(io.StringIO()):
             model = opt.linear_quantize_weights(model, config=config)
-    _mark_boundary(model, {**infos, **out_infos})
+    mark_boundary(model, {**infos, **out_infos})
     return model
 
 
-def _check_names(ins, outs) -> None:
+def check_names(ins, outs) -> None:
     """Refuse names that coremltools would change: the runners and the manifest go by the spec's names."""
     reserved = sorted((set(ins) | set(outs)) & RESERVED)
     if reserved:
@@ -188,7 +113,7 @@ def _shape(t, batch) -> tuple:
     return (batch, *t.shape) if t.batched else tuple(t.shape)
 
 
-def _mark_boundary(model, infos: dict) -> None:
+def mark_boundary(model, infos: dict) -> None:
     """Record which tensors travel as int32 but are declared int64 or bool, for the runners to cast."""
     carried = {n: t.dtype for n, t in infos.items() if t.dtype in CARRIED}
     if carried:
@@ -206,7 +131,7 @@ class _Log(logging.Handler):
         self.lines.append(record.getMessage().strip())
 
 
-def _convert(ct, program, what: str, **kwargs):
+def convert_program(ct, program, what: str, **kwargs):
     """ct.convert of the prepared program, as one typed error: an op coremltools has no conversion for is
     named with the place in the module's source it comes from; any other failure names the op being
     converted when it failed."""
@@ -253,7 +178,7 @@ def _failed_op(program, log_lines: list[str]) -> str:
     return ""
 
 
-def _precision(ct, precision: str, fp32_scopes: tuple[str, ...]):
+def compute_precision_of(ct, precision: str, fp32_scopes: tuple[str, ...]):
     """(compute precision, counter of ops kept fp32): fp32, or fp16 except for the ops whose torch source
     matches one of `fp32_scopes`."""
     if precision != "fp16":
@@ -272,18 +197,20 @@ def _precision(ct, precision: str, fp32_scopes: tuple[str, ...]):
     return ct.transform.FP16ComputePrecision(op_selector=in_fp16), kept
 
 
-def _io_dtype(name: str):
+def io_dtype(name: str):
     """The dtype a tensor has at the CoreML boundary: ML program I/O holds fp16, fp32 and int32 only, so
     int64 and bool travel as int32 (coremltools would otherwise turn int64 into int32 and bool into fp32
-    silently); the runners cast them back (runtimes.coreml)."""
+    silently); the runners cast them back (runtimes.backends.coreml)."""
     import numpy as np
 
     return {"int32": np.int32, "int64": np.int32, "bool": np.int32, "float32": np.float32,
             "float16": np.float16}[name]
 
 
-def export(cap: Captured, out: Path, precision: str, settings: Settings) -> Built:
-    model = (convert_stateful if settings.coreml_state else convert)(cap, precision, settings)
+def export(cap: Captured, out: Path, settings: Settings) -> Built:
+    from exporters.coreml_state import convert_stateful
+
+    model = convert_stateful(cap, settings) if settings.coreml_state else convert(cap, settings)
     model.save(str(out / PACKAGE))
     return Built(
         toolchain=versions("torch", "coremltools"),
@@ -291,9 +218,9 @@ def export(cap: Captured, out: Path, precision: str, settings: Settings) -> Buil
                       "compute_units": settings.compute_units},
         settings={"coreml_target": settings.coreml_target, "compute_units": settings.compute_units,
                   "compute_precision": ("fp16, fp32 for " + ", ".join(cap.spec.fp32_scopes)
-                                        if precision == "fp16" and cap.spec.fp32_scopes else
-                                        "fp16" if precision == "fp16" else "fp32"),
-                  "weights": "int8" if precision == "int8" else precision,
+                                        if settings.precision == "fp16" and cap.spec.fp32_scopes else
+                                        "fp16" if settings.precision == "fp16" else "fp32"),
+                  "weights": "int8" if settings.precision == "int8" else settings.precision,
                   "state": "CoreML state (fp16), integer state as inputs/outputs" if settings.coreml_state
                   else "explicit inputs/outputs",
                   "boundary": _boundary_note(cap.spec)},
@@ -307,10 +234,11 @@ def _boundary_note(spec) -> str:
 
 
 def runner(artifact_dir: Path, requirements: dict) -> Execution:
-    from runtimes import coreml as runtime
+    from runtimes.backends import coreml as backend
+    from runtimes.profile import detect
 
-    if platform.system() == "Darwin":
-        return Execution(runtime.load(artifact_dir), "executed: CoreML MLModel.predict on macOS")
+    if not backend.problem(requirements, detect()):
+        return execute(NAME, artifact_dir, requirements, "executed: CoreML MLModel.predict on macOS")
     from exporters import coreml_numpy
 
     try:

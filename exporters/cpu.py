@@ -13,14 +13,14 @@ PRECISIONS = ("fp32",)
 
 
 def is_available() -> tuple[bool, str]:
-    from runtimes.aoti import is_available as available
+    from runtimes.backends import cpu as backend
 
-    return available("cpu")
+    return backend.is_available()
 
 
-def export(cap: Captured, out: Path, precision: str, settings: Settings) -> Built:
+def export(cap: Captured, out: Path, settings: Settings) -> Built:
     return aoti.build(cap, out, "cpu", settings.max_autotune)
 
 
 def runner(artifact_dir: Path, requirements: dict) -> Execution:
-    return aoti.runner(artifact_dir, "cpu")
+    return aoti.runner(artifact_dir, requirements, "cpu")

@@ -13,15 +13,15 @@ PRECISIONS = ("fp32",)
 
 
 def is_available() -> tuple[bool, str]:
-    from runtimes.aoti import is_available as available
+    from runtimes.backends import cuda as backend
 
-    ok, why = available("cuda")
+    ok, why = backend.is_available()
     return ok, why if ok else f"{why}: build the cuda target on a machine with an NVIDIA GPU"
 
 
-def export(cap: Captured, out: Path, precision: str, settings: Settings) -> Built:
+def export(cap: Captured, out: Path, settings: Settings) -> Built:
     return aoti.build(cap, out, "cuda", settings.max_autotune)
 
 
 def runner(artifact_dir: Path, requirements: dict) -> Execution:
-    return aoti.runner(artifact_dir, "cuda")
+    return aoti.runner(artifact_dir, requirements, "cuda")

@@ -5,31 +5,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporters.capture import Captured
-from exporters.target import Built, Execution, versions
+from exporters.target import Built, Execution, execute, versions
+from exporters.target import Settings as TargetSettings
 
 NAME = "exported"
 PRECISIONS = ("fp32",)
 
 
 @dataclass
-class Settings:
-    """No options: the artifact is the capture, verbatim."""
+class Settings(TargetSettings):
+    """No options beyond the precision (fp32 only): the artifact is the capture, verbatim."""
 
 
 def is_available() -> tuple[bool, str]:
     return True, "PyTorch"
 
 
-def export(cap: Captured, out: Path, precision: str, settings: Settings) -> Built:
+def export(cap: Captured, out: Path, settings: Settings) -> Built:
     import torch
 
-    from runtimes.exported import FILE
+    from runtimes.backends.exported import FILE
 
     torch.export.save(cap.program, str(out / FILE))
     return Built(toolchain=versions("torch"), requirements={"torch": torch.__version__.split("+")[0]})
 
 
 def runner(artifact_dir: Path, requirements: dict) -> Execution:
-    from runtimes import exported as runtime
-
-    return Execution(runtime.load(artifact_dir), "executed: torch.export.load(...).module() on CPU")
+    return execute(NAME, artifact_dir, requirements, "executed: torch.export.load(...).module() on CPU")

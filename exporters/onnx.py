@@ -14,7 +14,8 @@ from pathlib import Path
 
 from exporters.capture import Captured
 from exporters.errors import ConversionError
-from exporters.target import Built, Execution, versions
+from exporters.target import Built, Execution, execute, versions
+from exporters.target import Settings as TargetSettings
 
 NAME = "onnx"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -23,7 +24,7 @@ STACK_TRACE = "pkg.torch.onnx.stack_trace"  # node metadata the dynamo exporter 
 
 
 @dataclass
-class Settings:
+class Settings(TargetSettings):
     opset: int = DEFAULT_OPSET   # ONNX opset of the exported graph
 
 
@@ -33,9 +34,9 @@ def is_available() -> tuple[bool, str]:
         import onnxscript  # noqa: F401
     except ImportError:
         return False, 'onnx and onnxscript are not installed: pip install "neat-deploy[onnx]"'
-    from runtimes.onnx import is_available as runtime_available
+    from runtimes.backends import onnx as backend
 
-    return runtime_available()
+    return backend.is_available()
 
 
 def write_onnx(cap: Captured, path: Path, opset: int) -> None:
@@ -159,16 +160,16 @@ def to_int8(src: Path, dst: Path, fp32_scopes: tuple[str, ...] = ()) -> None:
         root.setLevel(level)
 
 
-def export(cap: Captured, out: Path, precision: str, settings: Settings) -> Built:
-    from runtimes.onnx import FILE
+def export(cap: Captured, out: Path, settings: Settings) -> Built:
+    from runtimes.backends.onnx import FILE
 
     path = out / FILE
-    if precision == "fp32":
+    if settings.precision == "fp32":
         write_onnx(cap, path, settings.opset)
     else:
         tmp = out / "fp32.onnx.tmp"
         write_onnx(cap, tmp, settings.opset)
-        if precision == "fp16":
+        if settings.precision == "fp16":
             to_fp16(tmp, path, cap.spec.fp32_scopes)
         else:
             to_int8(tmp, path, cap.spec.fp32_scopes)
@@ -178,9 +179,8 @@ def export(cap: Captured, out: Path, precision: str, settings: Settings) -> Buil
 
 
 def runner(artifact_dir: Path, requirements: dict) -> Execution:
-    from runtimes import onnx as runtime
+    from runtimes.backends.onnx import providers
+    from runtimes.profile import detect
 
-    ok, why = runtime.is_available()
-    if not ok:
-        return Execution(None, f"not verified: {why}", "not verified")
-    return Execution(runtime.load(artifact_dir), "executed: ONNX Runtime, CPU provider")
+    provider = providers(detect())[0].replace("ExecutionProvider", "")
+    return execute(NAME, artifact_dir, requirements, f"executed: ONNX Runtime, {provider} provider")

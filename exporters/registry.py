@@ -1,4 +1,7 @@
-"""The targets, by name. Each module has NAME, PRECISIONS, Settings, is_available() and export()."""
+"""The targets, by name. Each module has NAME, PRECISIONS, Settings (a dataclass of its options, the precision
+among them: exporters.target.Settings), is_available(), export(cap, out, settings) -> Built, and
+runner(artifact_dir, requirements) -> Execution; the artifact runs through the runtime backend of the same
+name (runtimes.backends). Adding a target: one module and one entry here."""
 from __future__ import annotations
 
 from types import ModuleType

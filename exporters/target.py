@@ -5,6 +5,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 
+@dataclass
+class Settings:
+    """What every target's Settings starts from: the precision travels with a target's own options."""
+
+    precision: str = "fp32"   # fp32 | fp16 | int8 (each target lists the ones it builds in PRECISIONS)
+
 
 @dataclass
 class Built:
@@ -38,3 +44,16 @@ def versions(*modules: str) -> dict:
         except ImportError:
             continue
     return out
+
+
+def execute(target: str, artifact_dir, requirements: dict, method: str) -> Execution:
+    """A built artifact through the runtime backend an application would use, when this machine can run
+    it (the backend's own `problem` decides); otherwise "not verified", with the reason."""
+    from runtimes import backends
+    from runtimes.profile import detect
+
+    backend, profile = backends.get(target), detect()
+    why = backend.problem(requirements, profile)
+    if why:
+        return Execution(None, f"not verified: {why}", "not verified")
+    return Execution(backend.load(artifact_dir, requirements, profile), method)

@@ -20,7 +20,8 @@ from pathlib import Path
 from exporters.capture import Captured
 from exporters.errors import ConversionError, TargetUnavailable
 from exporters.target import Built, Execution
-from runtimes.tensorrt import ENGINE
+from exporters.target import Settings as TargetSettings
+from runtimes.backends.tensorrt import FILE as ENGINE
 
 NAME = "tensorrt"
 PRECISIONS = ("fp32", "fp16")
@@ -31,7 +32,7 @@ WORKSPACE_BYTES = 1 << 30
 
 
 @dataclass
-class Settings:
+class Settings(TargetSettings):
     compute_capabilities: tuple[str, ...] = ()  # TensorRT for RTX: targets like "8.6"; empty: the defaults
     opt_batch: int = 0                          # batch the engine is tuned for; 0: the profile's max
     timing_cache: str = ""                      # timing cache file to start from and update; "": the shared one
@@ -108,15 +109,15 @@ def _parse(trt, builder, logger, onnx_path: Path):
     return network, parser
 
 
-def export(cap: Captured, out: Path, precision: str, settings: Settings) -> Built:
+def export(cap: Captured, out: Path, settings: Settings) -> Built:
     from exporters.onnx import DEFAULT_OPSET, to_fp16, write_onnx
 
     trt, name = flavour()
     caps = _capabilities(trt, name, settings)
-    _check_precision(caps, precision)
+    _check_precision(caps, settings.precision)
     onnx_path = out / "model.onnx.tmp"
     write_onnx(cap, onnx_path, DEFAULT_OPSET)
-    if precision == "fp16":
+    if settings.precision == "fp16":
         to_fp16(onnx_path, onnx_path, cap.spec.fp32_scopes)
     logger = trt.Logger(trt.Logger.ERROR)
     builder = trt.Builder(logger)
@@ -163,10 +164,13 @@ def export(cap: Captured, out: Path, precision: str, settings: Settings) -> Buil
 
 
 def runner(artifact_dir: Path, requirements: dict) -> Execution:
-    from runtimes import tensorrt as runtime
+    from runtimes.backends import tensorrt as backend
+    from runtimes.profile import detect
 
-    ok, why = runtime.can_execute(requirements)
-    if not ok:
+    profile = detect()
+    why = backend.problem(requirements, profile)
+    if why:
         return Execution(None, f"built, not executed: {why}; the ONNX artifact's parity stands for the graph",
                          "built, not executed")
-    return Execution(runtime.load(artifact_dir), f"executed: TensorRT on {why}")
+    return Execution(backend.load(artifact_dir, requirements, profile),
+                     f"executed: TensorRT on {profile.cuda[0].name}")

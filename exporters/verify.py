@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from exporters.spec import ExportSpec
-from runtimes.bundle import Parity
+from runtimes.manifest import Parity
 from runtimes.errors import EvaluationUnsupported
-from runtimes.parity import compare
+from exporters.parity import compare
 
 Runner = Callable[..., Sequence[np.ndarray]]  # (*inputs, *state) as numpy -> (*outputs, *new_state)
 CHUNKS = 2            # chunks per random case of a model with state (state carried)
@@ -92,13 +92,10 @@ def run_chunks(run: Runner, spec: ExportSpec, case: Case) -> tuple[list[list[np.
 
 
 def reference_runner(spec: ExportSpec) -> Runner:
-    module = spec.module.eval()
+    """The module itself, on numpy arrays like an artifact's runner (each call on its own copy of the inputs)."""
+    from runtimes.backends.common import torch_runner
 
-    @torch.no_grad()
-    def run(*arrays):
-        return [t.numpy() for t in module(*[torch.from_numpy(np.array(a, copy=True)) for a in arrays])]
-
-    return run
+    return torch_runner(spec.module.eval(), copy=True)
 
 
 def compare_tensors(spec: ExportSpec, ref: tuple, got: tuple) -> dict:

@@ -9,17 +9,7 @@ from pathlib import Path
 import click
 
 from neat import __version__
-from neat.errors import NeatError
-
-DEFAULT_BUNDLE = Path("neat-bundle")
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    """Every library error that is the user's to fix; printed as one paragraph."""
-    from exporters.errors import ExportError
-    from runtimes.errors import RuntimeLayerError
-
-    return (NeatError, ExportError, RuntimeLayerError)
+from neat.deploy import DEFAULT_BUNDLE, user_errors
 
 
 class NeatGroup(click.Group):
@@ -28,7 +18,7 @@ class NeatGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except _user_errors() as exc:
+        except user_errors() as exc:
             if ctx.params.get("debug"):
                 traceback.print_exc()
             raise click.ClickException(str(exc)) from None
@@ -93,16 +83,15 @@ def eval_command(checkpoint: Path | None, plain: Path | None, chunks: int, as_js
     from neat.checkpoint import SHIPPED_PLAIN, load_checkpoint
     from neat.evaluate import evaluate
 
+    from neat.report import eval_tables, show, status
+
     plain = plain or (SHIPPED_PLAIN if SHIPPED_PLAIN.is_file() else None)
-    with _status(f"evaluating on held-out streams of {chunks} chunks"):
+    with status(f"evaluating on held-out streams of {chunks} chunks"):
         report = evaluate(load_checkpoint(checkpoint), load_checkpoint(plain) if plain else None, chunks)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    from neat.report import eval_tables
-
-    for table in eval_tables(report):
-        _console().print(table)
+    show(eval_tables(report))
 
 
 def _parse_batch(value: str) -> tuple[int, int]:
@@ -114,37 +103,6 @@ def _parse_batch(value: str) -> tuple[int, int]:
     if not 1 <= bounds[0] <= bounds[1]:
         raise click.BadParameter(f"{value!r}: need 1 <= MIN <= MAX")
     return bounds
-
-
-def _outcome_table(title: str, outcomes) -> None:
-    from rich.table import Table
-
-    table = Table(title=title)
-    for col in ("target", "precision", "size", "build", "max err", "cosine", "argmax", "state err", "verdict"):
-        table.add_column(col, justify="right" if col in ("size", "build") else "left")
-    colours = {"passed": "green", "failed": "red", "error": "red"}
-    for o in outcomes:
-        w = o.worst or {}
-        state = [m["error"] for n, m in w.get("tensors", {}).items() if n.startswith("new_") and "error" in m]
-        table.add_row(
-            o.target, o.precision, f"{o.size / 2**20:.1f} MiB" if o.size else "-",
-            f"{o.build_seconds:.0f}s" if o.build_seconds else "-",
-            f"{w['max_abs']:.1e}" if "max_abs" in w else "-", f"{w['cosine']:.5f}" if "cosine" in w else "-",
-            f"{w['argmax']:.1%}" if "argmax" in w else "-", f"{max(state):.1e}" if state else "-",
-            f"[{colours.get(o.verdict, 'yellow')}]{o.verdict}[/]",
-        )
-    console = _console()
-    console.print(table)
-    for o in outcomes:
-        if o.message:
-            console.print(f"[bold]{o.key}[/bold]: {o.message}", highlight=False)
-
-
-def _fail_on(outcomes, out: Path) -> None:
-    bad = [o for o in outcomes if not o.ok]
-    if bad:
-        names = ", ".join(f"{o.key} ({o.message})" for o in bad)
-        raise click.ClickException(f"{len(bad)} artifact(s) failed in {out}: {names}")
 
 
 @main.command("export")
@@ -174,13 +132,15 @@ def export_command(targets, checkpoint, out, precision, batch, **options) -> Non
     example and random inputs at the batch bounds, held-out text and a 64-chunk (8 KB) stream with the
     state carried; one that fails is not written and the command exits non-zero."""
     from exporters.build import export_bundle
+    from neat.deploy import check
     from neat.export_spec import neat_spec
     from neat.progress import timed_step
+    from neat.report import outcomes_view, show
 
     spec = neat_spec(checkpoint, batch=_parse_batch(batch))
     outcomes = export_bundle(spec, list(targets), out, precision, options, step=timed_step)
-    _outcome_table(f"{spec.name} -> {out}", outcomes)
-    _fail_on(outcomes, out)
+    show(outcomes_view(f"{spec.name} -> {out}", outcomes))
+    check(outcomes, out)
 
 
 @main.command("verify")
@@ -188,20 +148,13 @@ def export_command(targets, checkpoint, out, precision, batch, **options) -> Non
 def verify_command(bundle: Path) -> None:
     """Recheck a bundle: every file against its sha256, then every verification this machine can run."""
     from exporters.build import verify_bundle
-    from neat.export_spec import neat_spec
+    from neat.deploy import bundle_spec, check
     from neat.progress import timed_step
-    from runtimes.bundle import read_manifest, reference_path
-    from runtimes.errors import BundleError
+    from neat.report import outcomes_view, show
 
-    manifest = read_manifest(bundle)
-    weights = reference_path(bundle, manifest)
-    if weights is None:
-        raise BundleError(f"{bundle} carries no reference weights, so its artifacts cannot be re-verified")
-    dyn = manifest.signature.get("dynamic", {}).get("batch", {"min": 1, "max": 1})
-    spec = neat_spec(weights, batch=(dyn["min"], dyn["max"]))
-    outcomes = verify_bundle(bundle, spec, step=timed_step)
-    _outcome_table(f"verify {bundle}", outcomes)
-    _fail_on(outcomes, bundle)
+    outcomes = verify_bundle(bundle, bundle_spec(bundle), step=timed_step)
+    show(outcomes_view(f"verify {bundle}", outcomes))
+    check(outcomes, bundle)
 
 
 @main.command("info")
@@ -221,26 +174,9 @@ def info_command(bundle: Path | None, as_json: bool) -> None:
         click.echo(json.dumps({"profile": profile.to_dict(), "chosen": chosen.key if chosen else None,
                                "ranking": [c.__dict__ for c in ranking]}, indent=2))
         return
-    from rich.table import Table
+    from neat.report import info_view, show
 
-    console = _console()
-    p = profile
-    console.print(f"[bold]{p.os} {p.os_version} {p.arch}[/bold]  {p.cpu}, {p.cores} cores, "
-                  f"{p.memory_bytes / 2**30:.1f} GiB, ISA {' '.join(p.isa) or '-'}", highlight=False)
-    gpus = ", ".join(f"{d.name} (compute capability {d.compute_capability})" for d in p.cuda) or "none"
-    console.print(f"NVIDIA GPUs: {gpus}; Apple Silicon: {'yes' if p.apple_silicon else 'no'}", highlight=False)
-    libs = {k: v for k, v in p.libraries.items() if k != "onnxruntime_providers"}
-    console.print("runtime libraries: " + ", ".join(f"{k} {v}" for k, v in libs.items()), highlight=False)
-    if not bundle:
-        return
-    table = Table(title=f"{bundle}: preference order for a {p.kind} machine")
-    for col in ("", "artifact", "usable", "why"):
-        table.add_column(col)
-    for c in ranking:
-        mark = "→" if chosen is c else ""
-        usable = "[green]yes[/]" if c.usable and c.preferred else "[yellow]if asked[/]" if c.usable else "[red]no[/]"
-        table.add_row(mark, c.key, usable, c.reason)
-    console.print(table)
+    show(info_view(profile, bundle, ranking, chosen))
 
 
 @main.command("run")
@@ -260,13 +196,14 @@ def info_command(bundle: Path | None, as_json: bool) -> None:
 def run_command(bundle, prompt, max_bytes, backend, temperature, top_k, seed, autotune, compare, images) -> None:
     """Generate text from a bundle with the best artifact for this machine, streamed to stdout.
     The backend used is reported on stderr; generated images are saved as PNG and their paths printed."""
-    import sys as _sys
-
     import runtimes
     from runtimes.images import save_png
 
     if compare:
-        _compare_generation(bundle, prompt.encode(), max_bytes)
+        from benchmarks.generation import compare_generation
+        from neat.report import generation_table, show
+
+        show([generation_table(compare_generation(bundle, prompt.encode(), max_bytes), max_bytes)])
         return
 
     session = runtimes.load(bundle, backend=backend, autotune=autotune)
@@ -277,7 +214,7 @@ def run_command(bundle, prompt, max_bytes, backend, temperature, top_k, seed, au
         saved.append(save_png(images / f"image-{len(saved) + 1}.png", img))
         click.echo(f"\n[image saved: {saved[-1]}]", err=True)
 
-    out = _sys.stdout.buffer
+    out = sys.stdout.buffer
     for piece in session.stream(prompt.encode(), max_bytes, temperature, top_k, seed, on_image=on_image):
         out.write(piece)
         out.flush()
@@ -306,84 +243,9 @@ def bench_command(bundle, runs, json_out, md_out, plot_out, baseline, max_regres
     percentiles, throughput, peak memory, speed as a ratio to eager, the share of this machine's measured
     limit (matmul rate, memory bandwidth) each reaches, and torch.compile's first call for comparison.
     With no BUNDLE, the default bundle (exported first if it does not exist)."""
-    from rich.console import Console
-    from rich.table import Table
+    from benchmarks.run import run
 
-    from runtimes.bench import (bench, compile_line, gate, limit_cell, limits_line, markdown, plot, save_json,
-                                target_lines)
-
-    if bundle is None:
-        bundle = DEFAULT_BUNDLE
-        if not (bundle / "manifest.json").is_file():
-            from exporters.build import export_bundle
-            from neat.export_spec import neat_spec
-            from neat.progress import timed_step
-
-            outcomes = export_bundle(neat_spec(), ["all"], bundle, step=timed_step)
-            _fail_on(outcomes, bundle)
-    console = Console(stderr=True)
-    with console.status("benchmarking") as status:
-        record = bench(bundle, runs=runs, cold_start=not no_cold_start,
-                       report=lambda key: status.update(f"benchmarking {key}"))
-    table = Table(title=f"neat bench {bundle} ({record['profile']['cpu']})")
-    for col in ("artifact", "p50 ms", "p99 ms", "vs eager", "% of limit", "bytes/s", "cold start", "max err",
-                "argmax", "bits/byte", "greedy"):
-        table.add_column(col)
-    for r in record["artifacts"]:
-        table.add_row(r["artifact"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['speedup_vs_eager']:.2f}x",
-                      limit_cell(r), f"{r['throughput_bytes_s']['1']:,.0f}",
-                      f"{r['cold_start_s']:.2f}s" if r["cold_start_s"] is not None else "-",
-                      f"{r['parity']['max_abs']:.1e}", f"{r['parity']['argmax']:.1%}", f"{r['bits_per_byte']:.3f}",
-                      "same" if r["generation_equal"] else f"differs at {r['generation_first_difference']}")
-    out = _console()
-    out.print(table)
-    for line in [limits_line(record), compile_line(record), f"chosen artifact here: {record['chosen']}",
-                 *target_lines(record)]:
-        out.print(line, highlight=False)
-    if json_out:
-        save_json(record, json_out)
-    if md_out:
-        md_out.parent.mkdir(parents=True, exist_ok=True)
-        md_out.write_text(markdown(record))
-    if plot_out:
-        click.echo(f"plot: {plot(record, plot_out)}", err=True)
-    if baseline:
-        problems = gate(record, json.loads(baseline.read_text()), max_regression)
-        if problems:
-            raise click.ClickException("regression against " + str(baseline) + ": " + "; ".join(problems))
-        click.echo(f"no regression against {baseline} (allowed speed drop {max_regression:g}%)", err=True)
-
-
-def _compare_generation(bundle: Path, prompt: bytes, max_bytes: int) -> None:
-    from rich.table import Table
-
-    from runtimes.generation import compare_generation
-
-    rows = compare_generation(bundle, prompt, max_bytes)
-    table = Table(title=f"greedy generation of {max_bytes} bytes vs the eager reference")
-    for col in ("artifact", "first difference", "text"):
-        table.add_column(col)
-    for r in rows:
-        where = "identical" if r["first_difference"] is None else f"byte {r['first_difference']}"
-        table.add_row(r["key"], r["error"] or where, repr(r["text"][:60]))
-    _console().print(table)
-
-
-def _console():
-    """Standard output for tables: the terminal's width, or 160 columns in logs (CI), where rich would
-    squeeze a wide table into 80."""
-    import os
-
-    from rich.console import Console
-
-    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(width=160) if wide else Console()
-
-
-def _status(text: str):
-    from rich.console import Console
-
-    return Console(stderr=True).status(text)
+    run(bundle, runs, not no_cold_start, json_out, md_out, plot_out, baseline, max_regression)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 Every figure is measured in the same run on held-out data (files, topics and grid seeds unseen in
 training), on streams of STREAM_CHUNKS chunks (8 KB) each with the state carried:
 - bits per byte per task (prose, code; grid streams score bits per token) with the state carried, and
-  with each mechanism taken away: state reset every chunk (all but the image-span parse), memory output off, memory reset every chunk
-  (no test-time learning across chunks), Transformer² Z = 0 (the base weights) and each expert forced;
+  with each mechanism taken away (neat.ablations): state reset every chunk (all but the image-span parse),
+  memory output off, memory reset every chunk (no test-time learning across chunks), Transformer² Z = 0
+  (the base weights) and each expert forced;
 - image-token accuracy with the ascii map in the same chunk as the image, and in the previous chunk;
 - baselines: unigram, an interpolated 6-gram count model (neat.ngram) built from the same training text,
   and the plain causal byte transformer of the same size and training budget (neat.plain), if shipped;
@@ -15,14 +16,13 @@ can be scored with the same code as the reference model.
 """
 from __future__ import annotations
 
-import contextlib
-import math
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from neat.ablations import conditions
+from neat.bits import cross_entropy_bits
 from neat.config import BOI_ID, FIRST_CODE_ID, N_BYTES, NeatConfig
 from neat.data import TaskStream, grid_stream, sample_windows, text_stream
 from neat.model import STATE_NAMES, NeatModel
@@ -35,7 +35,6 @@ DISPATCH_WINDOWS = 32  # held-out single-chunk windows per task
 HELDOUT_GRID_SEED = 1000
 NGRAM_ORDER = 6
 TASKS = ("prose", "code", "grid")
-MEMORY_STATE = ("mem_w1", "mem_w2", "mem_s1", "mem_s2")
 
 
 def text_windows(cfg: NeatConfig, task: str, chunks: int = STREAM_CHUNKS, streams: int = TEXT_STREAMS) -> torch.Tensor:
@@ -67,11 +66,6 @@ def stream_logits(step: Step, init_state, tokens: torch.Tensor, T: int, reset: C
     return torch.cat(outs, dim=1)
 
 
-def bits_per_byte(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).long(), reduction="mean")
-    return float(ce) / math.log(2)
-
-
 def unigram_bits_per_byte(train_bytes: np.ndarray, targets: torch.Tensor) -> float:
     counts = np.bincount(train_bytes[train_bytes < N_BYTES], minlength=N_BYTES).astype(np.float64) + 1.0
     logp = np.log2(counts / counts.sum())
@@ -90,43 +84,6 @@ def image_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, 
     return float((pred[img] == targets[img].long()).float().mean()), int(img.sum())
 
 
-# ----- ablations: each a context manager around the model plus an optional per-chunk state reset ---------
-@contextlib.contextmanager
-def memory_output_off(model: NeatModel):
-    """The Titans memory still learns, but its retrieval y = M(q) is replaced by zeros."""
-    hooks = [layer.memory.register_forward_hook(lambda mod, args, out: (torch.zeros_like(out[0]), *out[1:]))
-             for layer in model.layers]
-    try:
-        yield
-    finally:
-        for h in hooks:
-            h.remove()
-
-
-@contextlib.contextmanager
-def svf_z_zero(model: NeatModel):
-    """Transformer² off: every expert vector Z = 0, i.e. z' = 1, the base weights."""
-    saved = [(lin, lin.Z.detach().clone()) for layer in model.layers for lin in (layer.mlp.up, layer.mlp.down)]
-    try:
-        for lin, _ in saved:
-            lin.Z.data.zero_()
-        yield
-    finally:
-        for lin, z in saved:
-            lin.Z.data.copy_(z)
-
-
-def state_reset(model: NeatModel, names: Sequence[str]) -> Callable:
-    """A per-chunk reset of the named state tensors to their initial value (all of them: a stateless model)."""
-    idx = [STATE_NAMES.index(n) for n in names]
-
-    def reset(state):
-        init = model.init_state(state[0].shape[0])
-        return tuple(init[i] if i in idx else s for i, s in enumerate(state))
-
-    return reset
-
-
 def model_step(model, alpha: torch.Tensor | None = None) -> Step:
     def step(tokens, state):
         if alpha is None:
@@ -138,24 +95,6 @@ def model_step(model, alpha: torch.Tensor | None = None) -> Step:
     return step
 
 
-def conditions(model: NeatModel) -> dict[str, tuple]:
-    """name -> (context manager factory, alpha, reset) for every configuration `neat eval` scores."""
-    none = contextlib.nullcontext
-    out = {
-        "carried": (none, None, None),
-        # every state but `modality`, a parse of the token stream (inside an image span or not): reset mid-image
-        # it makes the logit mask rule out the true codes, an artefact rather than lost context
-        "reset_every_chunk": (none, None, state_reset(model, [n for n in STATE_NAMES if n != "modality"])),
-        "memory_off": (lambda: memory_output_off(model), None, None),
-        "memory_reset_every_chunk": (none, None, state_reset(model, MEMORY_STATE)),
-    }
-    if model.cfg.svf_factored:
-        out["z_zero"] = (lambda: svf_z_zero(model), None, None)
-        for k, name in enumerate(model.cfg.experts):
-            out[f"expert_{name}"] = (none, F.one_hot(torch.tensor([k]), model.cfg.n_experts).float(), None)
-    return out
-
-
 @torch.no_grad()
 def score_conditions(model: NeatModel, windows: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
     """condition -> task -> bits per token on that task's held-out streams."""
@@ -164,7 +103,7 @@ def score_conditions(model: NeatModel, windows: dict[str, torch.Tensor]) -> dict
         with ctx():
             step = model_step(model, alpha)
             table[name] = {
-                task: bits_per_byte(stream_logits(step, model.init_state(w.shape[0]), w, T, reset), w[:, 1:])
+                task: cross_entropy_bits(stream_logits(step, model.init_state(w.shape[0]), w, T, reset), w[:, 1:])
                 for task, w in windows.items()
             }
     return table
@@ -288,7 +227,7 @@ def evaluate(model: NeatModel, plain=None, chunks: int = STREAM_CHUNKS) -> dict:
     }
     if plain is not None:
         step = model_step(plain)
-        by_task = {t: bits_per_byte(stream_logits(step, plain.init_state(w.shape[0]), w, T), w[:, 1:])
+        by_task = {t: cross_entropy_bits(stream_logits(step, plain.init_state(w.shape[0]), w, T), w[:, 1:])
                    for t, w in windows.items()}
         report["baselines"]["plain"] = {**by_task, "text": text_mean(by_task),
                                         "params": sum(p.numel() for p in plain.parameters())}

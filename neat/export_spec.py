@@ -1,7 +1,6 @@
 """NEAT's description for the generic exporters: inputs, state, batch bounds, held-out data and its score."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +8,7 @@ import torch
 
 from exporters.api import describe
 from exporters.spec import ExportSpec
+from neat.bits import cross_entropy_bits
 from neat.checkpoint import SHIPPED, load_checkpoint
 from neat.model import STATE_NAMES, NeatModel, count_parameters
 
@@ -35,10 +35,9 @@ def _real_text(model: NeatModel):
 
 def bits_per_byte(chunks, logits_per_chunk) -> float:
     """Next-token bits per byte over a sequence of chunks (the last position has no target)."""
-    tokens = torch.cat([c[0] for c in chunks], dim=1).long()  # (B, n*T)
-    logits = torch.from_numpy(np.concatenate(logits_per_chunk, axis=1)).float()  # (B, n*T, V)
-    ce = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
-    return float(ce) / math.log(2)
+    tokens = torch.cat([c[0] for c in chunks], dim=1)  # (B, n*T)
+    logits = np.concatenate(logits_per_chunk, axis=1)  # (B, n*T, V)
+    return cross_entropy_bits(logits[:, :-1], tokens[:, 1:])
 
 
 def token_layout(model: NeatModel) -> dict:

@@ -1,8 +1,14 @@
-"""Tables for the `neat` command's reports: views of the JSON-ready dicts the library returns."""
+"""Tables and lines for the `neat` command's reports: views of what the library returns (JSON-ready dicts,
+exporter outcomes, the hardware profile and ranking), and `show`, which prints them on standard output."""
 from __future__ import annotations
 
+import os
+import sys
+
+from rich.console import Console
 from rich.table import Table
 
+VERDICT_COLOURS = {"passed": "green", "failed": "red", "error": "red"}
 CONDITION_LABELS = {
     "carried": "NEAT, state carried",
     "reset_every_chunk": "  state reset every chunk",
@@ -57,3 +63,70 @@ def eval_tables(r: dict) -> list[Table]:
                  f"{b['value']:.3f}" if "bound" in b["bar"] else f"{b['value']:+.1%}")
         bars.add_row(b["bar"], value, "[green]met[/green]" if b["met"] else "[red]MISSED[/red]")
     return [bits, other, bars]
+
+
+def console() -> Console:
+    """Standard output for tables: the terminal's width, or 160 columns in logs (CI), where rich would
+    squeeze a wide table into 80."""
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(width=160) if wide else Console()
+
+
+def status(text: str):
+    """A spinner with `text` on stderr while a long step runs (`with status(...) as s: s.update(...)`)."""
+    return Console(stderr=True).status(text)
+
+
+def show(items: list) -> None:
+    """Print tables and lines on standard output, the lines as written (numbers not highlighted)."""
+    out = console()
+    for item in items:
+        out.print(item, highlight=False)
+
+
+def outcomes_view(title: str, outcomes) -> list:
+    """`neat export` and `neat verify`: a table of the exporter outcomes, then each outcome's message."""
+    table = Table(title=title)
+    for col in ("target", "precision", "size", "build", "max err", "cosine", "argmax", "state err", "verdict"):
+        table.add_column(col, justify="right" if col in ("size", "build") else "left")
+    for o in outcomes:
+        w = o.worst or {}
+        state = [m["error"] for n, m in w.get("tensors", {}).items() if n.startswith("new_") and "error" in m]
+        table.add_row(
+            o.target, o.precision, f"{o.size / 2**20:.1f} MiB" if o.size else "-",
+            f"{o.build_seconds:.0f}s" if o.build_seconds else "-",
+            f"{w['max_abs']:.1e}" if "max_abs" in w else "-", f"{w['cosine']:.5f}" if "cosine" in w else "-",
+            f"{w['argmax']:.1%}" if "argmax" in w else "-", f"{max(state):.1e}" if state else "-",
+            f"[{VERDICT_COLOURS.get(o.verdict, 'yellow')}]{o.verdict}[/]",
+        )
+    return [table] + [f"[bold]{o.key}[/bold]: {o.message}" for o in outcomes if o.message]
+
+
+def info_view(p, bundle, ranking, chosen) -> list:
+    """`neat info`: the hardware profile `p` and, for a bundle, its ranking with the `chosen` candidate marked."""
+    gpus = ", ".join(f"{d.name} (compute capability {d.compute_capability})" for d in p.cuda) or "none"
+    libs = {k: v for k, v in p.libraries.items() if k != "onnxruntime_providers"}
+    out = [f"[bold]{p.os} {p.os_version} {p.arch}[/bold]  {p.cpu}, {p.cores} cores, "
+           f"{p.memory_bytes / 2**30:.1f} GiB, ISA {' '.join(p.isa) or '-'}",
+           f"NVIDIA GPUs: {gpus}; Apple Silicon: {'yes' if p.apple_silicon else 'no'}",
+           "runtime libraries: " + ", ".join(f"{k} {v}" for k, v in libs.items())]
+    if not bundle:
+        return out
+    table = Table(title=f"{bundle}: preference order for a {p.kind} machine")
+    for col in ("", "artifact", "usable", "why"):
+        table.add_column(col)
+    for c in ranking:
+        usable = "[green]yes[/]" if c.usable and c.preferred else "[yellow]if asked[/]" if c.usable else "[red]no[/]"
+        table.add_row("→" if chosen is c else "", c.key, usable, c.reason)
+    return out + [table]
+
+
+def generation_table(rows: list[dict], max_bytes: int) -> Table:
+    """`neat run --compare`: where each artifact's greedy text first differs from the eager reference."""
+    table = Table(title=f"greedy generation of {max_bytes} bytes vs the eager reference")
+    for col in ("artifact", "first difference", "text"):
+        table.add_column(col)
+    for r in rows:
+        where = "identical" if r["first_difference"] is None else f"byte {r['first_difference']}"
+        table.add_row(r["key"], r["error"] or where, repr(r["text"][:60]))
+    return table

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from neat.bits import to_bits
 from neat.config import FIRST_CODE_ID, NeatConfig, preset
 from neat.data import TaskStream, grid_stream, learn_codebook, sample_windows, text_stream
 from neat.model import NeatModel
@@ -136,7 +137,7 @@ def sequence_loss(model: NeatModel, tokens: torch.Tensor, labels: torch.Tensor, 
     ce, disc, disp = ce_sum / n_chunks, disc_sum / n_chunks, disp_sum / n_chunks
     loss = ce + DISCREPANCY_WEIGHT * disc + DISPATCH_WEIGHT * disp
     ce_value = float(ce.detach())
-    return loss, {"loss": ce_value, "bpt": ce_value / math.log(2)}, state
+    return loss, {"loss": ce_value, "bpt": to_bits(ce_value)}, state
 
 
 def _run_stage(name, params, steps, s: TrainSettings, loss_fn, report: Report | None):

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtimes import backends
 from runtimes.bundle import Artifact, Manifest, file_problems
+from runtimes.errors import BackendUnavailable
 from runtimes.profile import HardwareProfile
 
 PREFERENCE = {  # first that works wins
@@ -27,49 +29,20 @@ class Candidate:
 
 
 def requirement_problem(art: Artifact, profile: HardwareProfile) -> str:
-    """Why this artifact cannot run on this machine ('' when it can), from the manifest alone."""
-    req, libs, t = art.requirements, profile.libraries, art.target
+    """Why this artifact cannot run on this machine ('' when it can), from the manifest alone: its own
+    backend decides (runtimes.backends)."""
     if art.parity.verdict == "failed":
         return "failed verification at export"
-    if t == "exported":
-        return "" if "torch" in libs else "PyTorch is not installed"
-    if t == "onnx":
-        return "" if "onnxruntime" in libs else 'onnxruntime is not installed: pip install "neat-deploy[onnx]"'
-    if t in ("cpu", "cuda"):
-        if "aoti" not in libs:
-            return "PyTorch with AOTInductor is not installed"
-        if req.get("torch") and req["torch"] != libs.get("torch"):
-            return f"built with torch {req['torch']}, this machine has {libs.get('torch')}: rebuild with `neat export {t}`"
-        if req.get("arch") and req["arch"] != profile.arch:
-            return f"built for {req['arch']}, this CPU is {profile.arch}"
-        if t == "cpu":
-            missing = [f for f in req.get("cpu_isa", []) if f not in profile.isa]
-            return f"needs CPU features {', '.join(missing)} that this CPU lacks" if missing else ""
-        ccs = [d.compute_capability for d in profile.cuda]
-        if not ccs:
-            return "no NVIDIA GPU here"
-        return "" if req.get("compute_capability") in ccs else (
-            f"built for compute capability {req.get('compute_capability')}, this GPU is {', '.join(ccs)}: "
-            "rebuild with `neat export cuda` on it")
-    if t == "tensorrt":
-        flavour = req.get("flavour", "tensorrt")
-        if flavour not in libs:
-            return f"{flavour} is not installed"
-        if req.get("tensorrt_version") and req["tensorrt_version"] != libs[flavour]:
-            return f"engine built with {flavour} {req['tensorrt_version']}, this machine has {libs[flavour]}"
-        ccs = [d.compute_capability for d in profile.cuda]
-        if not ccs:
-            return "no NVIDIA GPU here"
-        built = req.get("compute_capabilities") or []
-        if built and not set(built) & set(ccs):
-            return (f"engine built for compute capability {', '.join(built)}, this GPU is {', '.join(ccs)}: "
-                    f"rebuild with `neat export tensorrt --compute-capability {ccs[0]}`")
-        return ""
-    if t == "coreml":
-        if profile.os != "Darwin":
-            return f"CoreML runs only on macOS/iOS (this is {profile.os})"
-        return "" if "coremltools" in libs else 'coremltools is not installed: pip install "neat-deploy[coreml]"'
-    return f"unknown target {t}"
+    try:
+        backend = backends.get(art.target)
+    except BackendUnavailable as exc:
+        return str(exc)
+    return backend.problem(art.requirements, profile)
+
+
+def eager_requirements(manifest: Manifest) -> dict:
+    """What the eager backend needs from the manifest: the name of the installed reference loader."""
+    return {"loader": manifest.model.get("reference_loader", "")}
 
 
 def rank(manifest: Manifest, profile: HardwareProfile, bundle: Path | None = None) -> list[Candidate]:
@@ -94,7 +67,7 @@ def rank(manifest: Manifest, profile: HardwareProfile, bundle: Path | None = Non
                              else f"runs here, but not used on {profile.kind} machines unless asked for")
         out.append(Candidate(key, art.target, not problem, reason, preferred))
     if "reference" in manifest.model:
-        why = "" if "torch" in profile.libraries else "PyTorch is not installed"
+        why = backends.get(EAGER).problem(eager_requirements(manifest), profile)
         out.append(Candidate(EAGER, EAGER, not why, why or "the PyTorch reference (last resort)"))
     else:
         out.append(Candidate(EAGER, EAGER, False, "the bundle carries no reference weights"))

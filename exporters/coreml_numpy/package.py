@@ -1,5 +1,5 @@
 """Reading a saved .mlpackage back into a MIL program (no macOS needed, nothing written into the package),
-and `load`: the runner over it, with the same explicit interface as runtimes.coreml's."""
+and `load`: the runner over it, with the same explicit interface as runtimes.backends.coreml's."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from exporters.coreml_numpy.interpreter import Unsupported, evaluate, unsupported_ops
-from runtimes.coreml import SIGNATURE_KEY, boundary, from_boundary, to_boundary
+from runtimes.backends.coreml import from_boundary, interface, to_boundary
 
 
 def read_spec(path: str):
@@ -44,20 +44,13 @@ def load(package: str | Path):
 
     A stateful package (CoreML state) keeps the same explicit interface: the signature in its metadata
     says where each state goes, the state values are fed into the program's states and read back out.
-    int64 and bool tensors cross the boundary as int32, cast as runtimes.coreml's runner casts them."""
+    int64 and bool tensors cross the boundary as int32, cast as runtimes.backends.coreml's runner casts them."""
     read = read_spec(str(package))
     spec, prog = read[0], load_mlpackage(str(package), read)
     missing = unsupported_ops(prog)
     if missing:
         raise Unsupported(f"the NumPy evaluator cannot compute op(s) {', '.join(sorted(missing))}")
-    inputs = [i.name for i in spec.description.input]
-    outputs = [o.name for o in spec.description.output]
-    state_names = [s.name for s in spec.description.state]
-    metadata = spec.description.metadata.userDefined
-    carried = boundary(metadata)
-    if state_names:
-        signature = json.loads(metadata[SIGNATURE_KEY])
-        inputs, outputs = signature["inputs"], signature["outputs"]
+    inputs, outputs, state_names, carried = interface(spec.description)
 
     def run(*arrays: np.ndarray) -> list[np.ndarray]:
         feeds = {n: to_boundary(n, a, carried.get(n)) for n, a in zip(inputs, arrays)}

@@ -10,7 +10,8 @@ import torch
 from exporters import onnx as onnx_target
 from exporters.build import export_bundle, resolve_targets, verify_bundle
 from exporters.errors import TargetUnavailable
-from runtimes.bundle import MANIFEST, read_manifest, resolve_inside, sha256_file
+from runtimes.bundle import read_manifest, resolve_inside
+from runtimes.manifest import MANIFEST, sha256_file
 from runtimes.errors import BundleError, IntegrityError
 from toy import ToyCell, toy_spec
 
@@ -98,7 +99,7 @@ def test_interrupted_export_leaves_the_old_bundle_intact(toy_bundle, toy, tmp_pa
     bundle = copy_bundle(toy_bundle, tmp_path)
     before = tree_hashes(bundle)
 
-    def interrupted(cap, out, precision, settings):
+    def interrupted(cap, out, settings):
         (out / "model.pt2").write_bytes(b"half a file")
         raise KeyboardInterrupt
 
@@ -179,3 +180,17 @@ def test_packages_import_without_optional_libraries():
             "assert not a['onnx'][0] and not a['coreml'][0] and not a['tensorrt'][0], a; print('ok')") % blocked
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr
+
+
+@pytest.mark.parametrize("key", ["onnx-fp32", "exported-fp32"])
+def test_an_app_running_a_bundle_loads_no_model_exporter_or_benchmark_code(toy_bundle, key):
+    """runtimes is what an app embeds: loading and running an artifact imports none of the other packages."""
+    bundle, _ = toy_bundle
+    code = ("import sys, numpy as np, runtimes; s = runtimes.load(sys.argv[1], backend=sys.argv[2]); "
+            "s.call(*[np.zeros([2 if d == 'batch' else d for d in i['shape']], i['dtype']) "
+            "for i in s.manifest.signature['inputs']]); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "{'neat', 'exporters', 'matplotlib', 'benchmarks'}))")
+    res = subprocess.run([sys.executable, "-c", code, str(bundle), key], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"

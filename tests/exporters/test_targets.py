@@ -1,4 +1,5 @@
 """Every registered target, exercised with its real library on a non-NEAT module."""
+import inspect
 import platform
 
 import pytest
@@ -19,6 +20,19 @@ GPU_ONLY = {"cuda"}
 
 def test_every_registered_target_is_covered_here():
     assert set(TARGETS) == set(EXPECTED_HERE) | GPU_ONLY
+
+
+def test_every_target_has_the_same_interface_and_carries_precision_in_its_settings():
+    from dataclasses import fields
+
+    from runtimes import backends
+
+    for name, module in TARGETS.items():
+        assert module.NAME == name and module.PRECISIONS
+        assert [n for n in ("Settings", "is_available", "export", "runner") if not hasattr(module, n)] == [], name
+        assert list(inspect.signature(module.export).parameters) == ["cap", "out", "settings"], name
+        assert "precision" in {f.name for f in fields(module.Settings)}, name
+        assert backends.get(name).NAME == name  # every target has a runtime backend
 
 
 @pytest.mark.parametrize("target", sorted(EXPECTED_HERE))

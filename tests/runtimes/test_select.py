@@ -127,7 +127,7 @@ def test_a_cpu_only_torch_build_is_told_without_importing_torch():
 def test_the_eager_fallback_needs_the_model_code_the_bundle_names(bundle, tmp_path):
     import json
 
-    from runtimes.bundle import MANIFEST
+    from runtimes.manifest import MANIFEST
 
     assert read_manifest(bundle).model["reference_loader"] == "neat"
     copy = tmp_path / "b"

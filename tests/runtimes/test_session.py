@@ -133,32 +133,6 @@ def test_the_embedding_example_needs_no_model_code(bundle):
     assert "backend: cpu-fp32" in res.stderr and len(res.stdout) > 20
 
 
-def test_first_difference():
-    from runtimes.generation import first_difference
-
-    assert first_difference(b"abc", b"abc") is None
-    assert first_difference(b"abX", b"abc") == 2
-    assert first_difference(b"ab", b"abc") == 2
-
-
-def test_generation_comparison_reports_every_artifact(bundle, tmp_path):
-    """fp16 artifacts are compared too: where they first differ is reported, not hidden."""
-    import shutil
-
-    from exporters.build import export_bundle
-    from neat.export_spec import neat_spec
-    from runtimes.generation import compare_generation
-
-    copy = tmp_path / "b"
-    shutil.copytree(bundle, copy)
-    export_bundle(neat_spec(), ["onnx"], copy, "fp16")
-    rows = {r["key"]: r for r in compare_generation(copy, PROMPT, 24)}
-    assert {"eager", "onnx-fp32", "onnx-fp16", "cpu-fp32", "exported-fp32"} <= set(rows)
-    assert rows["onnx-fp32"]["first_difference"] is None and not rows["onnx-fp16"]["error"]
-    fp16 = rows["onnx-fp16"]["first_difference"]
-    assert fp16 is None or 0 <= fp16 < 24
-
-
 @pytest.mark.parametrize("backend, heavy", [("onnx-fp32", ["torch"]), ("cpu-fp32", ["torch._dynamo", "torch._inductor"])])
 def test_cold_start_path_imports_nothing_it_does_not_need(bundle, backend, heavy):
     """Detection and loading stay off the expensive imports (the cold-start target depends on it): ONNX

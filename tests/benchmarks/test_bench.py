@@ -7,7 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 import runtimes
-from runtimes.bench import bench, gate, markdown
+from benchmarks.bench import bench
+from benchmarks.gate import gate
+from benchmarks.report import markdown
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,7 @@ def test_record_covers_every_runnable_artifact(record):
 
 
 def test_roofline_fraction_is_the_bound_over_the_latency():
-    from runtimes.roofline import fraction
+    from benchmarks.roofline import fraction
 
     work = {"flops": 2e9, "bytes": {"fp32": 4e8, "fp16": 2e8}}
     machine = {"matmul_flops_s": 1e11, "bandwidth_bytes_s": 1e10}
@@ -56,7 +58,7 @@ def test_roofline_fraction_is_the_bound_over_the_latency():
 
 
 def test_a_worker_that_cannot_load_names_the_artifact(neat_bundle):
-    from runtimes.timing import Workers
+    from benchmarks.timing import Workers
 
     out, _ = neat_bundle
     with pytest.raises(RuntimeError, match=r"worker for no-such-artifact failed \(exit code 1\): .*BackendUnavailable"):
@@ -107,7 +109,7 @@ def test_cli_writes_json_and_markdown_and_gates(neat_bundle, tmp_path):
 
 
 def test_a_row_without_cpu_limits_shows_a_dash(record):
-    from runtimes.bench import limit_cell
+    from benchmarks.report import limit_cell
 
     gpu_like = copy.deepcopy(record)
     gpu_like["artifacts"][1]["roofline"] = None  # what a CUDA or TensorRT artifact gets
@@ -118,10 +120,10 @@ def test_a_row_without_cpu_limits_shows_a_dash(record):
 def test_regression_script_fails_on_a_planted_regression(record, neat_bundle, tmp_path):
     from benchmarks import regression
 
-    update = regression.command(regression.parse(["--update"]))
-    assert update[-2:] == ["--plot", str(regression.RESULTS / "bench_cpu.png")] and "--baseline" not in update
-    check = regression.command(regression.parse([]))
-    assert "--no-cold-start" in check and check[check.index("--max-regression") + 1] == "25.0"
+    update = regression.options(regression.parse(["--update"]))
+    assert update["plot_out"] == regression.RESULTS / "bench_cpu.png" and "baseline" not in update
+    check = regression.options(regression.parse([]))
+    assert check["cold_start"] is False and check["max_regression"] == 25.0
     planted = copy.deepcopy(record)
     for r in planted["artifacts"][1:]:
         r["speedup_vs_eager"] *= 100  # a baseline far faster than anything here

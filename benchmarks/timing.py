@@ -3,7 +3,7 @@
 Several runtimes in one process disturb each other's timings: ONNX Runtime's threads spin between calls
 and take the cores that the OpenMP threads of PyTorch and AOTInductor want, so whichever ran just before
 changes the result (measured here: cpu-fp32 2.9 ms alone, up to 4.9 ms beside an ONNX Runtime session).
-So every artifact gets a worker process (`python -m runtimes.timing BUNDLE KEY`, JSON lines on its stdin
+So every artifact gets a worker process (`python -m benchmarks.timing BUNDLE KEY`, JSON lines on its stdin
 and stdout: nothing of the caller's program is re-imported), and the workers take turns in rounds: only one
 runs at a time while the others wait blocked on their pipe, and a noisy neighbour or a clock change during
 the run slows every artifact alike, so the ratios between them stay comparable.
@@ -33,7 +33,7 @@ class Workers:
             for key in keys:
                 self.errors[key] = tempfile.TemporaryFile(mode="w+")
                 self.procs[key] = subprocess.Popen(
-                    [sys.executable, "-m", "runtimes.timing", str(bundle), key], stdin=subprocess.PIPE,
+                    [sys.executable, "-m", "benchmarks.timing", str(bundle), key], stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE, stderr=self.errors[key], text=True, bufsize=1)
                 self.load_s[key] = self._reply(key)  # one at a time: loading does not overlap a measurement
         except BaseException:

@@ -10,30 +10,34 @@ runners (this one and the evaluator's) cast them on the way in and back on the w
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
+from runtimes.backends.common import availability
 from runtimes.errors import InputError
 
 NAME = "coreml"
-PACKAGE = "model.mlpackage"
+FILE = "model.mlpackage"
 SIGNATURE_KEY = "neat.signature"  # package metadata: full input/state/output order, for stateful packages
 BOUNDARY_KEY = "neat.boundary"    # package metadata: {tensor name: declared dtype} of tensors carried as int32
 CARRIED = {"int64": np.int64, "bool": np.bool_}  # declared dtypes that CoreML I/O carries as int32
 INT32 = np.iinfo(np.int32)
 
 
+def problem(requirements: dict, profile) -> str:
+    if profile.os != "Darwin":
+        return f"CoreML runs only on macOS/iOS (this is {profile.os})"
+    return "" if "coremltools" in profile.libraries else 'coremltools is not installed: pip install "neat-deploy[coreml]"'
+
+
 def is_available() -> tuple[bool, str]:
-    if platform.system() != "Darwin":
-        return False, "CoreML runs models only on macOS/iOS (this is " + platform.system() + ")"
-    try:
-        import coremltools as ct
-    except ImportError:
-        return False, 'coremltools is not installed: pip install "neat-deploy[coreml]"'
-    return True, f"coremltools {ct.__version__} on macOS {platform.mac_ver()[0]}"
+    from runtimes.profile import detect
+
+    profile = detect()
+    return availability(problem({}, profile), lambda: f"coremltools {profile.libraries['coremltools']} "
+                                                      f"on macOS {profile.os_version}")
 
 
 def boundary(metadata: Mapping[str, str]) -> dict[str, str]:
@@ -58,19 +62,26 @@ def from_boundary(array, dtype: str | None) -> np.ndarray:
     return array if dtype is None else (array != 0 if dtype == "bool" else array.astype(CARRIED[dtype]))
 
 
-def load(artifact_dir: Path, compute_units: str = "all"):
+def interface(description) -> tuple[list[str], list[str], list[str], dict[str, str]]:
+    """(inputs, outputs, CoreML state names, tensors carried as int32) of a package's model description, in
+    the explicit order every runner takes and returns: a stateful package's state is fed in and read back
+    where its metadata's signature puts it."""
+    inputs = [i.name for i in description.input]
+    outputs = [o.name for o in description.output]
+    state_names = [s.name for s in description.state]
+    metadata = description.metadata.userDefined
+    if state_names:
+        signature = json.loads(metadata[SIGNATURE_KEY])
+        inputs, outputs = signature["inputs"], signature["outputs"]
+    return inputs, outputs, state_names, boundary(metadata)
+
+
+def load(path: Path, requirements: dict, profile):
     import coremltools as ct
 
-    model = ct.models.MLModel(str(artifact_dir / PACKAGE),
-                              compute_units=getattr(ct.ComputeUnit, compute_units.upper()))
-    desc = model.get_spec().description
-    inputs = [i.name for i in desc.input]
-    outputs = [o.name for o in desc.output]
-    state_names = [s.name for s in desc.state]
-    carried = boundary(desc.metadata.userDefined)
-    if state_names:  # a stateful package: the same explicit interface, state written in and read back
-        signature = json.loads(desc.metadata.userDefined[SIGNATURE_KEY])
-        inputs, outputs = signature["inputs"], signature["outputs"]
+    units = requirements.get("compute_units", "all")
+    model = ct.models.MLModel(str(Path(path) / FILE), compute_units=getattr(ct.ComputeUnit, units.upper()))
+    inputs, outputs, state_names, carried = interface(model.get_spec().description)
 
     def run(*arrays: np.ndarray) -> list[np.ndarray]:
         feeds = {n: to_boundary(n, a, carried.get(n)) for n, a in zip(inputs, arrays)}

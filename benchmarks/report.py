@@ -1,0 +1,123 @@
+"""Views of a benchmark record: `neat bench`'s terminal table and lines, Markdown, the JSON record, a plot.
+
+The plot needs matplotlib (`pip install "neat-deploy[all]"`), imported only when a plot is asked for.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.table import Table
+
+
+def limit_cell(row: dict) -> str:
+    """An artifact's share of the machine limit, or '-' where the limits measured (the CPU's) do not apply."""
+    return f"{row['roofline']['limit_fraction']:.0%}" if row.get("roofline") else "-"
+
+
+def target_lines(record: dict) -> list[str]:
+    out = []
+    for t in record.get("targets", []):
+        got = "not measured" if t["measured"] is None else f"{t['measured']:.2f}{t['unit']}"
+        verdict = {True: "met", False: "MISSED", None: "-"}[t["met"]]
+        goal = f"< {t['goal']:g} s" if t["unit"] == "s" else f">= {t['goal']:g}x"
+        out.append(f"{t['target']}: {got} (target {goal}): {verdict}")
+    return out
+
+
+def limits_line(record: dict) -> str:
+    m, w = record["machine_limits"], record["work_per_chunk"]
+    return (f"machine limits measured in this run: {m['matmul_flops_s'] / 1e9:.0f} GFLOP/s fp32 matmul, "
+            f"{m['bandwidth_bytes_s'] / 1e9:.1f} GB/s memory copy ({m['library']}); one chunk is "
+            f"{w['flops'] / 1e6:.0f} MFLOP and moves at least {w['bytes']['fp32'] / 1e6:.1f} MB at fp32")
+
+
+def compile_line(record: dict) -> str:
+    tc = record.get("torch_compile")
+    if not tc:
+        return "torch.compile first call: not measured (--no-cold-start)"
+    if tc["first_call_s"] is None:
+        return f"torch.compile first call: failed ({tc['error']})"
+    return (f"torch.compile first call in a fresh process: {tc['first_call_s']:.1f} s with an empty compile cache, "
+            f"{tc['warm_cache_first_call_s']:.1f} s with a warm one")
+
+
+def terminal(record: dict, bundle: Path) -> list:
+    """What `neat bench` prints: a table row per artifact, then the machine limits, torch.compile's first
+    call, the chosen artifact and the speed targets."""
+    table = Table(title=f"neat bench {bundle} ({record['profile']['cpu']})")
+    for col in ("artifact", "p50 ms", "p99 ms", "vs eager", "% of limit", "bytes/s", "cold start", "max err",
+                "argmax", "bits/byte", "greedy"):
+        table.add_column(col)
+    for r in record["artifacts"]:
+        table.add_row(r["artifact"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['speedup_vs_eager']:.2f}x",
+                      limit_cell(r), f"{r['throughput_bytes_s']['1']:,.0f}",
+                      f"{r['cold_start_s']:.2f}s" if r["cold_start_s"] is not None else "-",
+                      f"{r['parity']['max_abs']:.1e}", f"{r['parity']['argmax']:.1%}", f"{r['bits_per_byte']:.3f}",
+                      "same" if r["generation_equal"] else f"differs at {r['generation_first_difference']}")
+    return [table, limits_line(record), compile_line(record), f"chosen artifact here: {record['chosen']}",
+            *target_lines(record)]
+
+
+def markdown(record: dict) -> str:
+    big = str(record["max_batch"])
+    wide = big != "1"  # a throughput column for the largest batch only when it differs from batch 1
+    lines = [f"# neat bench: {record['model']} ({record['profile']['cpu']}, {record['profile']['cores']} cores)", "",
+             "| artifact | p50 ms | p99 ms | vs eager | % of limit | bytes/s b1 | " + (f"bytes/s b{big} | " if wide else "")
+             + "cold start s | peak MiB | max abs err | argmax | bits/byte | greedy equal |",
+             "|---" * (12 + wide) + "|"]
+    for r in record["artifacts"]:
+        tp = r["throughput_bytes_s"]
+        cold = f"{r['cold_start_s']:.2f}" if r["cold_start_s"] is not None else "-"
+        peak = f"{r['peak_rss_mib']:.0f}" if r["peak_rss_mib"] is not None else "-"
+        lines.append(f"| {r['artifact']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['speedup_vs_eager']:.2f}x | "
+                     f"{limit_cell(r)} | {tp['1']:,.0f} | " + (f"{tp[big]:,.0f} | " if wide else "")
+                     + f"{cold} | {peak} | {r['parity']['max_abs']:.1e} | {r['parity']['argmax']:.1%} | "
+                     f"{r['bits_per_byte']:.3f} | {r['generation_equal']} |")
+    lines += ["", limits_line(record) + ".", "", compile_line(record) + ".", "",
+              f"Chosen artifact on this machine: {record['chosen']}.", ""]
+    lines += [f"- {line}" for line in target_lines(record)]
+    return "\n".join(lines) + "\n"
+
+
+def save_json(record: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def save_markdown(record: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(markdown(record))
+
+
+def plot(record: dict, path: Path) -> Path:
+    """Two panels: p50 latency (with p99 whiskers) and speed ratio to eager, per artifact (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from runtimes.errors import BackendUnavailable
+
+        raise BackendUnavailable('--plot needs matplotlib: pip install "neat-deploy[all]"') from None
+    rows = record["artifacts"]
+    names = [r["artifact"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    p50 = [r["p50_ms"] for r in rows]
+    whisk = [max(0.0, r["p99_ms"] - r["p50_ms"]) for r in rows]
+    left.bar(names, p50, yerr=[[0] * len(rows), whisk], color="#4C72B0", capsize=4)
+    left.set_ylabel("ms per chunk (p50, whisker p99)")
+    left.set_title(f"latency, batch 1, {record['chunk_len']} bytes")
+    right.bar(names, [r["speedup_vs_eager"] for r in rows], color="#55A868")
+    right.axhline(1.0, color="grey", linewidth=1, linestyle="--")
+    right.set_ylabel("speed vs eager (x)")
+    right.set_title("ratio to the eager reference, same run")
+    for ax in (left, right):
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle(f"neat bench: {record['model']} on {record['profile']['cpu']}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

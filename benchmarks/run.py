@@ -1,0 +1,49 @@
+"""`neat bench` as one library call, made by the command and by `python -m benchmarks.regression`.
+
+The bundle (with none given, the default one, exported first when it does not exist), the measurement with
+its progress on stderr (`bench`), the table and lines on stdout (`report.terminal`), the record written as
+JSON, Markdown and a plot where asked (`report`), and the gate against a stored baseline record (`gate`):
+a regression raises `Regression`, which the command prints as one paragraph and exits non-zero on.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from benchmarks.bench import bench
+from benchmarks.gate import gate
+from benchmarks.report import plot, save_json, save_markdown, terminal
+from neat.deploy import default_bundle
+from neat.errors import NeatError
+from neat.report import show, status
+
+
+class Regression(NeatError):
+    """This run measured worse than the baseline record; the message names each regression."""
+
+
+def run(bundle: Path | None = None, runs: int = 50, cold_start: bool = True, json_out: Path | None = None,
+        md_out: Path | None = None, plot_out: Path | None = None, baseline: Path | None = None,
+        max_regression: float = 10.0) -> dict:
+    """Benchmark `bundle`, print the results, write the files asked for, and raise Regression when an
+    artifact's speed ratio to eager dropped by more than `max_regression` percent against `baseline` (or
+    its parity, bits per byte or greedy generation got worse). Returns the record."""
+    bundle = default_bundle() if bundle is None else bundle
+    with status("benchmarking") as spinner:
+        record = bench(bundle, runs=runs, cold_start=cold_start,
+                       report=lambda key: spinner.update(f"benchmarking {key}"))
+    show(terminal(record, bundle))
+    if json_out:
+        save_json(record, json_out)
+    if md_out:
+        save_markdown(record, md_out)
+    if plot_out:
+        click.echo(f"plot: {plot(record, plot_out)}", err=True)
+    if baseline:
+        problems = gate(record, json.loads(baseline.read_text()), max_regression)
+        if problems:
+            raise Regression(f"regression against {baseline}: " + "; ".join(problems))
+        click.echo(f"no regression against {baseline} (allowed speed drop {max_regression:g}%)", err=True)
+    return record

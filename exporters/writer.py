@@ -1,0 +1,124 @@
+"""Writing a bundle, atomically: a new version is built in a temporary sibling directory and renamed into
+place, so an interrupted or failed export leaves the previous bundle intact (runtimes.bundle reads it)."""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from runtimes.bundle import backup_name, read_manifest, recover
+from runtimes.errors import BundleError
+from runtimes.manifest import INIT_STATE, MANIFEST, REFERENCE_DIR, Artifact, FileEntry, Manifest, sha256_file
+
+
+class BundleWriter:
+    """A new version of a bundle, built in a temporary sibling directory.
+
+    Existing artifacts are copied in. A new artifact is built in `stage(key)` and moved into place by
+    `add()` only once it passed, so a failing rebuild keeps the previous artifact. `commit()` writes the
+    manifest and swaps the new directory into place; leaving the context without commit discards it all.
+    """
+
+    def __init__(self, bundle: Path, manifest: Manifest, work: Path):
+        self.bundle, self.manifest, self.work = bundle, manifest, work
+
+    def stage(self, key: str) -> Path:
+        d = self.work / ".staging" / key
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        return d
+
+    def add(self, key: str, staged: Path, **fields) -> Artifact:
+        """Move a staged artifact into place and record it; `fields` are Artifact's other fields."""
+        final = self.work / key
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staged, final)
+        files = [FileEntry(p.relative_to(self.work).as_posix(), sha256_file(p), p.stat().st_size)
+                 for p in sorted(final.rglob("*")) if p.is_file()]
+        artifact = Artifact(files=files, **fields)
+        if artifact.key != key:
+            raise ValueError(f"artifact key {artifact.key} != {key}")
+        self.manifest.artifacts[key] = artifact
+        return artifact
+
+    def set_reference(self, weights: Path, loader: str = "") -> None:
+        """Carry the reference weights (so the bundle can be re-verified, and run eagerly as a last resort),
+        and the name of the installed entry point that rebuilds the model from them (runtimes.backends.eager)."""
+        d = self.work / REFERENCE_DIR
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir()
+        dst = d / weights.name
+        shutil.copyfile(weights, dst)
+        self.manifest.model["reference"] = asdict(
+            FileEntry(dst.relative_to(self.work).as_posix(), sha256_file(dst), dst.stat().st_size))
+        if loader:
+            self.manifest.model["reference_loader"] = loader
+
+    def set_init_state(self, tensors: dict) -> None:
+        """The state before the first chunk, at batch 1 (a runtime repeats it along the batch)."""
+        from safetensors.numpy import save_file
+
+        path = self.work / INIT_STATE
+        path.parent.mkdir(exist_ok=True)
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path))
+        self.manifest.signature["init_state"] = asdict(
+            FileEntry(INIT_STATE, sha256_file(path), path.stat().st_size))
+
+    def commit(self) -> None:
+        shutil.rmtree(self.work / ".staging", ignore_errors=True)
+        self.manifest.updated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        (self.work / MANIFEST).write_text(self.manifest.to_json())
+        backup = backup_name(self.bundle)
+        if backup.exists():
+            shutil.rmtree(backup)
+        if self.bundle.exists():
+            os.replace(self.bundle, backup)
+        os.replace(self.work, self.bundle)
+        if backup.exists():
+            shutil.rmtree(backup)
+
+
+@contextlib.contextmanager
+def write_bundle(bundle: str | Path, model: dict, signature: dict) -> Iterator[BundleWriter]:
+    """Open a bundle for writing. A bundle of another model (other weights or config) is not mixed with:
+    its artifacts are dropped, since they would no longer match the reference."""
+    bundle = Path(bundle)
+    recover(bundle)
+    if bundle.exists() and not (bundle / MANIFEST).is_file():
+        if any(bundle.iterdir()):
+            raise BundleError(f"{bundle} exists and is not a bundle (no {MANIFEST}); choose another --out")
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.", suffix=".partial", dir=bundle.parent))
+    try:
+        manifest = Manifest(model=model, signature=signature)
+        if (bundle / MANIFEST).is_file():
+            old = read_manifest(bundle)
+            same_signature = {k: v for k, v in old.signature.items() if k != "init_state"} == signature
+            if old.model.get("weights_sha256") == model.get("weights_sha256") and same_signature:
+                if (bundle / INIT_STATE).is_file() and "init_state" in old.signature:
+                    (work / INIT_STATE).parent.mkdir()
+                    shutil.copyfile(bundle / INIT_STATE, work / INIT_STATE)
+                    manifest.signature["init_state"] = old.signature["init_state"]
+                if (bundle / REFERENCE_DIR).is_dir() and "reference" in old.model:
+                    shutil.copytree(bundle / REFERENCE_DIR, work / REFERENCE_DIR)
+                    manifest.model["reference"] = old.model["reference"]
+                    if "reference_loader" in old.model:
+                        manifest.model["reference_loader"] = old.model["reference_loader"]
+                for key, art in old.artifacts.items():
+                    if (bundle / key).is_dir():
+                        shutil.copytree(bundle / key, work / key)
+                        manifest.artifacts[key] = art
+        yield BundleWriter(bundle, manifest, work)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,60 @@
+"""NEAT's bundle steps as library calls, shared by the `neat` command and the benchmarks: the description a
+bundle is re-verified with, the default bundle (exported when missing), the verdict on a set of artifacts,
+and the errors that are the user's to fix (the command prints them as one paragraph, not a traceback).
+
+Light to import: the exporters and the model are imported only by the functions that need them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from neat.errors import NeatError
+
+DEFAULT_BUNDLE = Path("neat-bundle")
+
+
+class ArtifactsFailed(NeatError):
+    """Artifacts failed verification or could not be built; the message names each one and the reason."""
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Every library error that is the user's to fix."""
+    from exporters.errors import ExportError
+    from runtimes.errors import RuntimeLayerError
+
+    return (NeatError, ExportError, RuntimeLayerError)
+
+
+def check(outcomes, out: Path) -> None:
+    """Raise ArtifactsFailed naming every artifact of `outcomes` (exporter outcomes for the bundle `out`)
+    that did not pass."""
+    bad = [o for o in outcomes if not o.ok]
+    if bad:
+        names = ", ".join(f"{o.key} ({o.message})" for o in bad)
+        raise ArtifactsFailed(f"{len(bad)} artifact(s) failed in {out}: {names}")
+
+
+def bundle_spec(bundle: Path):
+    """The export description to re-verify `bundle` with: the reference weights it carries, at its batch bounds."""
+    from neat.export_spec import neat_spec
+    from runtimes.bundle import read_manifest, reference_path
+    from runtimes.errors import BundleError
+
+    manifest = read_manifest(bundle)
+    weights = reference_path(bundle, manifest)
+    if weights is None:
+        raise BundleError(f"{bundle} carries no reference weights, so its artifacts cannot be re-verified")
+    dyn = manifest.signature.get("dynamic", {}).get("batch", {"min": 1, "max": 1})
+    return neat_spec(weights, batch=(dyn["min"], dyn["max"]))
+
+
+def default_bundle() -> Path:
+    """The default bundle, first exported with every target this machine can build when it does not exist
+    (progress on stderr); ArtifactsFailed when an artifact fails."""
+    if not (DEFAULT_BUNDLE / "manifest.json").is_file():
+        from exporters.build import export_bundle
+        from neat.export_spec import neat_spec
+        from neat.progress import timed_step
+
+        check(export_bundle(neat_spec(), ["all"], DEFAULT_BUNDLE, step=timed_step), DEFAULT_BUNDLE)
+    return DEFAULT_BUNDLE

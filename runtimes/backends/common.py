@@ -1,0 +1,29 @@
+"""What several backends share: the availability answer, and running a torch callable on numpy arrays."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+
+def availability(problem: str, found: Callable[[], str]) -> tuple[bool, str]:
+    """(ok, why) from a backend's problem on this machine: the problem, or what was found when there is none."""
+    return (False, problem) if problem else (True, found())
+
+
+def torch_problem(libraries: dict) -> str:
+    return "" if "torch" in libraries else "PyTorch is not installed: pip install torch"
+
+
+def torch_runner(fn: Callable, device: str = "cpu", copy: bool = False) -> Callable:
+    """numpy arrays in -> `fn` on torch tensors (on `device`) -> numpy arrays out, flattened in order.
+    copy=True gives `fn` its own copy of every input (for code that may write into its inputs)."""
+    import torch
+
+    @torch.no_grad()
+    def run(*arrays: np.ndarray) -> list[np.ndarray]:
+        tensors = [torch.from_numpy(np.array(a, copy=True) if copy else np.ascontiguousarray(a)).to(device)
+                   for a in arrays]
+        return [t.detach().cpu().numpy() for t in torch.utils._pytree.tree_leaves(fn(*tensors))]
+
+    return run

@@ -1,0 +1,25 @@
+"""Backend `exported`: the ExportedProgram (.pt2) run by PyTorch on the CPU."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from runtimes.backends.common import availability, torch_problem, torch_runner
+
+NAME = "exported"
+FILE = "model.pt2"
+
+
+def problem(requirements: dict, profile) -> str:
+    return torch_problem(profile.libraries)
+
+
+def is_available() -> tuple[bool, str]:
+    from runtimes.profile import detect
+
+    return availability(problem({}, detect()), lambda: f"PyTorch {detect().libraries['torch']}")
+
+
+def load(path: Path, requirements: dict, profile):
+    import torch
+
+    return torch_runner(torch.export.load(str(Path(path) / FILE)).module())

@@ -1,0 +1,43 @@
+"""Backend `onnx`: ONNX Runtime, with its CUDA provider where it has one, else the CPU."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from runtimes.backends.common import availability
+
+NAME = "onnx"
+FILE = "model.onnx"
+
+
+def problem(requirements: dict, profile) -> str:
+    return "" if "onnxruntime" in profile.libraries else 'onnxruntime is not installed: pip install "neat-deploy[onnx]"'
+
+
+def is_available() -> tuple[bool, str]:
+    from runtimes.profile import detect
+
+    libs = detect().libraries
+    return availability(problem({}, detect()), lambda: f"onnxruntime {libs['onnxruntime']} "
+                                                        f"({', '.join(libs.get('onnxruntime_providers', []))})")
+
+
+def providers(profile) -> list[str]:
+    """The execution providers a session uses on this profile, best first."""
+    gpu = [p for p in ("CUDAExecutionProvider",) if p in profile.libraries.get("onnxruntime_providers", [])]
+    return gpu + ["CPUExecutionProvider"]
+
+
+def load(path: Path, requirements: dict, profile):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(Path(path) / FILE), options, providers=providers(profile))
+    names = [i.name for i in session.get_inputs()]
+
+    def run(*arrays: np.ndarray) -> list[np.ndarray]:
+        return session.run(None, {n: np.ascontiguousarray(a) for n, a in zip(names, arrays)})
+
+    return run

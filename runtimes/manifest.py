@@ -1,0 +1,125 @@
+"""The manifest: the schema of a bundle's manifest.json, and its parsing and validation.
+
+This is the contract between the exporters (which write bundles, exporters.writer) and the runtimes (which
+read them, runtimes.bundle), so it lives on the runtime side.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from runtimes.errors import BundleError
+
+SCHEMA = "neat-bundle"
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+REFERENCE_DIR = "reference"  # the model's weights, when the bundle carries them
+INIT_STATE = "signature/init_state.safetensors"
+VERDICTS = ("passed", "failed", "not verified", "built, not executed")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class FileEntry:
+    path: str      # POSIX path relative to the bundle directory
+    sha256: str
+    size: int
+
+
+@dataclass
+class Parity:
+    verdict: str                       # one of VERDICTS
+    method: str                        # how it was verified, in words (e.g. "executed: onnxruntime CPU")
+    tolerance: dict = field(default_factory=dict)
+    cases: list = field(default_factory=list)   # per case: name, batch, chunks, metrics
+    worst: dict = field(default_factory=dict)   # the worst figure against its limit
+    notes: str = ""
+
+
+@dataclass
+class Artifact:
+    target: str
+    precision: str
+    files: list[FileEntry]
+    toolchain: dict                    # library versions used to build it
+    requirements: dict                 # what a machine needs to run it
+    build_seconds: float
+    parity: Parity
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return artifact_key(self.target, self.precision)
+
+
+def artifact_key(target: str, precision: str) -> str:
+    return f"{target}-{precision}"
+
+
+@dataclass
+class Manifest:
+    model: dict                        # name, config, weights_sha256, params
+    signature: dict                    # inputs, state, outputs, dynamic dims, token id range
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
+    schema: str = SCHEMA
+    schema_version: int = SCHEMA_VERSION
+    updated: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+
+def _require(raw: dict, key: str, kind, where: str):
+    if key not in raw:
+        raise BundleError(f"manifest: {where} has no '{key}'; re-export the bundle with `neat export`")
+    if not isinstance(raw[key], kind):
+        raise BundleError(f"manifest: {where}.{key} should be {getattr(kind, '__name__', kind)}; re-export the bundle")
+    return raw[key]
+
+
+def parse_manifest(text: str, where: str = MANIFEST) -> Manifest:
+    """Parse and validate a manifest's JSON text against the schema."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{where} is not valid JSON ({exc}); re-export the bundle with `neat export`") from None
+    if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
+        raise BundleError(f"{where} is not a NEAT bundle manifest (no schema '{SCHEMA}')")
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        raise BundleError(f"{where} has schema version {raw.get('schema_version')!r}; this version reads "
+                          f"{SCHEMA_VERSION}: re-export the bundle with this version's `neat export`")
+    model = _require(raw, "model", dict, "manifest")
+    signature = _require(raw, "signature", dict, "manifest")
+    for key in ("inputs", "state", "outputs"):
+        _require(signature, key, list, "signature")
+    artifacts = {}
+    for key, a in _require(raw, "artifacts", dict, "manifest").items():
+        where_a = f"artifacts.{key}"
+        files = [FileEntry(**check_file(f, where_a)) for f in _require(a, "files", list, where_a)]
+        p = _require(a, "parity", dict, where_a)
+        if p.get("verdict") not in VERDICTS:
+            raise BundleError(f"manifest: {where_a}.parity.verdict must be one of {VERDICTS}")
+        artifacts[key] = Artifact(
+            target=_require(a, "target", str, where_a), precision=_require(a, "precision", str, where_a),
+            files=files, toolchain=_require(a, "toolchain", dict, where_a),
+            requirements=_require(a, "requirements", dict, where_a),
+            build_seconds=float(_require(a, "build_seconds", (int, float), where_a)),
+            parity=Parity(**{k: p[k] for k in ("verdict", "method", "tolerance", "cases", "worst", "notes") if k in p}),
+            settings=a.get("settings", {}),
+        )
+    return Manifest(model=model, signature=signature, artifacts=artifacts, updated=raw.get("updated", ""))
+
+
+def check_file(f, where: str) -> dict:
+    if not isinstance(f, dict) or not {"path", "sha256", "size"} <= set(f):
+        raise BundleError(f"manifest: every file of {where} needs path, sha256 and size")
+    return {"path": str(f["path"]), "sha256": str(f["sha256"]), "size": int(f["size"])}
