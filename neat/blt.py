@@ -117,10 +117,12 @@ class LocalEncoder(nn.Module):
         self.norm_q, self.norm_kv = RMSNorm(D), RMSNorm(d)
         self.cross = Attention(D, d, D, cfg.global_heads)
 
-    def embed(self, tokens: torch.Tensor, context: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
+    def embed(self, tokens: torch.Tensor, context: torch.Tensor, modality: torch.Tensor,
+              pos: torch.Tensor) -> torch.Tensor:
+        # tokens (B, T) int32; context (B, k) int32; modality (B, 2); pos (T, d) or (B, T, d) position embeddings
         T = tokens.shape[1]
         ext = torch.cat([context, tokens], dim=1)  # (B, k + T) int32
-        x = self.tok(tokens) + self.pos + self.cell(tokens, modality)  # (B, T, d)
+        x = self.tok(tokens) + pos + self.cell(tokens, modality)  # (B, T, d)
         for n, table in zip(self.cfg.hash_ngrams, self.hash):
             x = x + table(ngram_hashes(ext, n, self.cfg.hash_rows, T))
         return x
@@ -128,12 +130,17 @@ class LocalEncoder(nn.Module):
     def forward(self, tokens, context, modality, P, past, byte_bias):
         # tokens (B, T) int32; context (B, k) int32; modality (B, 2); P (B, T, Pm); past (B, W, d);
         # byte_bias (B, 1, T, W + T) from the model (carried window + stream start)
-        x, new_past = self.block(self.embed(tokens, context, modality), byte_bias, past)  # (B, T, d)
-        q = self.pool(torch.cat([mean_pool(x, P), max_pool(x, P)], dim=-1))  # (B, Pm, D)
-        bias = (P.transpose(1, 2) - 1.0) * -NEG  # (B, Pm, T): a patch sees only its own bytes
-        q = q + self.cross(self.norm_q(q), self.norm_kv(x), bias[:, None])
+        x, new_past = self.block(self.embed(tokens, context, modality, self.pos), byte_bias, past)  # (B, T, d)
+        q = self.patches(x, P)
         new_context = torch.cat([context, tokens], dim=1)[:, -self.context :]  # (B, k)
         return x, q, new_context, new_past
+
+    def patches(self, x: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+        """x (B, T, d) byte states, P (B, T, Pm) assignment -> (B, Pm, D) patch encodings: pooled queries
+        refined by cross-attention to their own bytes."""
+        q = self.pool(torch.cat([mean_pool(x, P), max_pool(x, P)], dim=-1))  # (B, Pm, D)
+        bias = (P.transpose(1, 2) - 1.0) * -NEG  # (B, Pm, T): a patch sees only its own bytes
+        return q + self.cross(self.norm_q(q), self.norm_kv(x), bias[:, None])
 
 
 class LocalDecoder(nn.Module):
@@ -153,8 +160,11 @@ class LocalDecoder(nn.Module):
     def forward(self, x, g_shift, pid, past, byte_bias):
         # x (B, T, d) encoder bytes; g_shift (B, Pm, D): slot s holds the global output of patch s-1
         # (slot 0: the last patch of the previous chunk); pid (B, T) patch id of each byte.
+        y, new_past = self.block(self.read(x, g_shift, pid), byte_bias, past)
+        return self.head(self.norm(y)), new_past  # (B, T, V), (B, W, d)
+
+    def read(self, x: torch.Tensor, g_shift: torch.Tensor, pid: torch.Tensor) -> torch.Tensor:
+        """x (B, T, d) bytes plus their cross-attention to the slots up to their patch id pid (B, T)."""
         slots = torch.arange(self.max_patches, device=x.device, dtype=pid.dtype)
         seen = (slots[None, None, :] <= pid[..., None]).float()  # (B, T, Pm): patches before this byte's
-        y = x + self.cross(self.norm_q(x), self.norm_kv(g_shift), ((1.0 - seen) * NEG)[:, None])
-        y, new_past = self.block(y, byte_bias, past)
-        return self.head(self.norm(y)), new_past  # (B, T, V), (B, W, d)
+        return x + self.cross(self.norm_q(x), self.norm_kv(g_shift), ((1.0 - seen) * NEG)[:, None])

@@ -182,10 +182,7 @@ class NeatModel(nn.Module):
         key_ok = torch.cat([torch.ones_like(valid[:, :1]).expand(-1, cfg.persistent_tokens), lat_valid, valid], 1)
         bias = (self.latent_causal + (1.0 - key_ok[:, None, :]) * NEG)[:, None]  # (B, 1, Pm, Np + R + Pm)
         # the last R real patches of [carried, this chunk's] (real slots are 0..n-1): a one-hot selection
-        n = valid.sum(1)  # (B,)
-        pos = torch.arange(R + cfg.max_patches, device=n.device, dtype=n.dtype)
-        sel = (pos[None, None, :] == (n[:, None, None] + torch.arange(R, device=n.device, dtype=n.dtype)[:, None]))
-        sel = sel.to(patches.dtype)  # (B, R, R + Pm)
+        sel = last_real(valid.sum(1), R, cfg.max_patches).to(patches.dtype)  # (B, R, R + Pm)
         new_lat_valid = (sel @ torch.cat([lat_valid, valid], 1)[..., None])[..., 0]  # (B, R)
         h = patches + self.slot_pos
         new_mem, new_win = [], []
@@ -239,6 +236,13 @@ class NeatModel(nn.Module):
         g = torch.Generator().manual_seed(0)
         tokens = torch.randint(0, 256, (batch, self.cfg.chunk_len), generator=g, dtype=torch.int32)
         return (tokens.to(self.slot_pos.device), *self.init_state(batch))
+
+
+def last_real(n: torch.Tensor, R: int, Pm: int) -> torch.Tensor:
+    """n (B,) real patch slots this chunk (slots 0..n-1) -> bool (B, R, R + Pm) one-hot selection of the
+    last R entries of [R carried, Pm this chunk's]."""
+    pos = torch.arange(R + Pm, device=n.device, dtype=n.dtype)
+    return pos[None, None, :] == (n[:, None, None] + torch.arange(R, device=n.device, dtype=n.dtype)[:, None])
 
 
 def count_parameters(model: nn.Module) -> int:

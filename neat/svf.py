@@ -88,7 +88,12 @@ class Dispatch(nn.Module):
         patches = self.norm(patches)  # bounded: the mean of bounded vectors stays within their bound
         csum = torch.cumsum(patches * valid[..., None], dim=1)  # (B, Pm, D), within the chunk only
         ccount = torch.cumsum(valid, dim=1)[..., None]  # (B, Pm, 1)
-        rep = mean + (csum - ccount * mean) / (n + ccount).clamp(min=1.0)  # mean of all patch states so far
+        rep = running_mean(mean, n, csum, ccount)  # mean of all patch states so far
         logits = self.head(torch.nn.functional.silu(self.hidden(rep)))  # (B, Pm, K)
         new_state = torch.cat([rep[:, -1], (n[:, 0] + ccount[:, -1]).clamp(max=DISPATCH_HORIZON)], dim=-1)
         return logits, new_state  # (B, Pm, K), (B, D + 1)
+
+
+def running_mean(mean: torch.Tensor, n: torch.Tensor, csum: torch.Tensor, ccount: torch.Tensor) -> torch.Tensor:
+    """Mean of n earlier states (their mean `mean`) and ccount new ones summing to csum; n + ccount >= 1 or zeros."""
+    return mean + (csum - ccount * mean) / (n + ccount).clamp(min=1.0)

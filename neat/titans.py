@@ -85,26 +85,37 @@ class NeuralMemory(nn.Module):
         self.w1_init = nn.Parameter(torch.randn(d, h) * d**-0.5)
         self.w2_init = nn.Parameter(torch.zeros(h, d))
 
+    def project(self, x: torch.Tensor, valid: torch.Tensor):
+        """x (B, N, D); valid (B, N) -> unit q, k, v (B, N, d), gates (B, N, 3), learning rate theta (B, N, 1)."""
+        q, k, v = l2norm(self.q(x)), l2norm(self.k(x)), l2norm(self.v(x))  # (B, N, d), unit vectors
+        g = torch.sigmoid(self.gates(x))  # (B, N, 3)
+        theta = g[..., 0:1] * self.lr_max * valid[..., None]  # (B, N, 1)
+        return q, k, v, g, theta
+
+    def update(self, k, v, g, theta, valid, w1, w2, s1, s2):
+        """One memory chunk's update from its C slots: k, v (B, C, d); g (B, C, 3); theta (B, C, 1); valid (B, C).
+        A chunk with no real slot leaves memory and momentum as they were."""
+        m = valid[:, :, None]  # (B, C, 1)
+        count = m.sum(1, keepdim=True)  # (B, 1, 1)
+        eta = ETA_MAX * (g[..., 1:2] * m).sum(1, keepdim=True) / count.clamp(min=1.0)  # (B, 1, 1)
+        alpha = ALPHA_MIN + (1.0 - ALPHA_MIN) * (g[..., 2:3] * m).sum(1, keepdim=True) / count.clamp(min=1.0)
+        g1, g2 = memory_grads(k, v, theta, w1, w2)
+        g1, g2 = clip_norm(g1, GRAD_MAX), clip_norm(g2, GRAD_MAX)
+        live = (count > 0).to(k.dtype)
+        n_s1, n_s2 = clip_norm(eta * s1 - g1, MOMENTUM_MAX), clip_norm(eta * s2 - g2, MOMENTUM_MAX)
+        n_w1 = clip_norm((1.0 - alpha) * w1 + n_s1, WEIGHT_MAX)
+        n_w2 = clip_norm((1.0 - alpha) * w2 + n_s2, WEIGHT_MAX)
+        s1, s2 = live * n_s1 + (1.0 - live) * s1, live * n_s2 + (1.0 - live) * s2
+        w1, w2 = live * n_w1 + (1.0 - live) * w1, live * n_w2 + (1.0 - live) * w2
+        return w1, w2, s1, s2
+
     def forward(self, x, valid, w1, w2, s1, s2):
         # x (B, Pm, D); valid (B, Pm) 1 for real patches; w1, s1 (B, d, h); w2, s2 (B, h, d)
-        q, k, v = l2norm(self.q(x)), l2norm(self.k(x)), l2norm(self.v(x))  # (B, Pm, d), unit vectors
-        g = torch.sigmoid(self.gates(x))  # (B, Pm, 3)
-        theta = g[..., 0:1] * self.lr_max * valid[..., None]  # (B, Pm, 1)
+        q, k, v, g, theta = self.project(x, valid)
         outs = []
         for c in range(x.shape[1] // self.chunk):  # static number of memory chunks, unrolled
             sl = slice(c * self.chunk, (c + 1) * self.chunk)
             outs.append(memory_apply(q[:, sl], w1, w2))  # retrieve with the weights from before the chunk
-            m = valid[:, sl, None]  # (B, C, 1)
-            count = m.sum(1, keepdim=True)  # (B, 1, 1)
-            eta = ETA_MAX * (g[:, sl, 1:2] * m).sum(1, keepdim=True) / count.clamp(min=1.0)  # (B, 1, 1)
-            alpha = ALPHA_MIN + (1.0 - ALPHA_MIN) * (g[:, sl, 2:3] * m).sum(1, keepdim=True) / count.clamp(min=1.0)
-            g1, g2 = memory_grads(k[:, sl], v[:, sl], theta[:, sl], w1, w2)
-            g1, g2 = clip_norm(g1, GRAD_MAX), clip_norm(g2, GRAD_MAX)
-            live = (count > 0).to(x.dtype)  # a chunk with no real patch leaves memory and momentum as they were
-            n_s1, n_s2 = clip_norm(eta * s1 - g1, MOMENTUM_MAX), clip_norm(eta * s2 - g2, MOMENTUM_MAX)
-            n_w1 = clip_norm((1.0 - alpha) * w1 + n_s1, WEIGHT_MAX)
-            n_w2 = clip_norm((1.0 - alpha) * w2 + n_s2, WEIGHT_MAX)
-            s1, s2 = live * n_s1 + (1.0 - live) * s1, live * n_s2 + (1.0 - live) * s2
-            w1, w2 = live * n_w1 + (1.0 - live) * w1, live * n_w2 + (1.0 - live) * w2
+            w1, w2, s1, s2 = self.update(k[:, sl], v[:, sl], g[:, sl], theta[:, sl], valid[:, sl], w1, w2, s1, s2)
         y = self.out(torch.cat(outs, dim=1))  # (B, Pm, D)
         return y, w1, w2, s1, s2

@@ -1,0 +1,267 @@
+"""The decode step: one byte in, next-byte logits out, with what the chunk forward would recompute carried
+as fixed-size explicit state. `DecodeStep(model)` shares the weights of a `NeatModel`.
+
+What the chunk forward computes for position t of a chunk (T = chunk_len, Pm = max_patches, C = mem_chunk):
+- Entropy model: causal over chunk positions 0..t only (it restarts at every chunk, absolute learned
+  positions); H_t = entropy of its prediction made at t.
+- Boundary b_t = (H_{t-1} > theta) or t == 0 or token t is an image token or token t-1 was (t-1 of the
+  previous chunk at t == 0); pid_t = min(b_0 + ... + b_t - 1, Pm - 1): the last slot absorbs any overflow.
+- Encoder byte t: embeddings (token, position t, image cell from the modality counters after t, hashes of
+  the last 4 tokens) -> windowed layer over the last W = local_window bytes, reaching into earlier chunks.
+- Patch p's encoding pools and cross-attends over all of its bytes, so it is known once the patch is
+  complete: when patch p + 1 starts, or at the chunk end (the next chunk always starts a patch).
+- Latent layers at slot p: attention over persistent tokens, the previous chunk's last R = latent_window
+  patches and slots 0..p; Titans retrieval with the memory weights from before p's memory chunk
+  (slots C*floor(p/C)..); the memory updates once per memory chunk, when its last slot p = C*k + C - 1 is
+  complete or at the chunk end (a partial chunk). The dispatch mix of slot p is the running mean of the
+  dispatch-normed patch encodings up to p. So memory and dispatch move per patch, never per byte.
+- Decoder byte t reads the final latent outputs of slots 0..pid_t - 1 and the previous chunk's last patch
+  (slot 0 of g_shift), i.e. only complete patches; then a windowed layer and the head; the modality mask
+  from the counters after t. Nothing at t depends on bytes after t: the model is causal.
+
+So a step at byte t runs the entropy, encoder and decoder layers for one position, and the latent layers for
+at most one slot: the patch that just completed. A chunk is committed lazily: after T steps the state is
+*full* and the next step (or `chunk_state`) closes the last patch, applies the last memory update and
+produces exactly the chunk state; the next step then starts a fresh chunk at t = 0.
+Boundaries, two static forms: `forward` is one graph with masked arithmetic (torch.where on per-row flags):
+every step runs one latent slot and one memory update and keeps them only where a patch completed.
+`byte_step` is the same step without the latent layers, valid where `needs_patch(token, *state)` is false;
+a runtime asks the flag and calls one of the two (split entry points). On the shipped model about a quarter
+of text bytes complete a patch, and the split path is ~1.7-1.9x faster than the masked graph in eager
+(benchmarks/decode_step.py). STEP_STATE_NAMES lists the state; shapes:
+    context (B, k) int32 last tokens            pos, npatch, ent_prev, seen (B, 1) position in the chunk,
+    mod_raw (B, 2) unclamped image counters      boundaries so far, H_{t-1}, `seen` at the chunk start
+    disp (B, D + 1) dispatch at the chunk start  disp_sum (B, D) sum of this chunk's normed encodings
+    ent_cache (B, Le, T, de) entropy layers' normed inputs   enc_window, dec_window (B, W, d) rolling
+    xbuf (B, T, d) encoder outputs, pidbuf (B, T) patch id of each byte (-1: none yet)
+    gbuf (B, Pm + 1, D) slot 0: previous chunk's last patch output, slot s + 1: slot s's output
+    lat_cache (B, L, Pm, D) latent layers' normed inputs   lat_window (B, L, R, D), lat_valid (B, R)
+    mem_w1, mem_w2, mem_s1, mem_s2 (B, L, ...) the memory as of the current memory chunk's start
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from neat.blt import entropy
+from neat.config import BOI_ID, EOI_ID, FIRST_CODE_ID, NEG
+from neat.errors import NeatError
+from neat.layers import carried_key_bias, l2norm
+from neat.model import NeatModel, last_real
+from neat.svf import DISPATCH_HORIZON, running_mean
+from neat.titans import memory_apply
+
+STEP_STATE_NAMES = ("context", "pos", "npatch", "ent_prev", "seen", "mod_raw", "disp", "disp_sum", "ent_cache",
+                    "enc_window", "dec_window", "xbuf", "pidbuf", "gbuf", "lat_cache", "lat_window", "lat_valid",
+                    "mem_w1", "mem_w2", "mem_s1", "mem_s2")
+
+
+class StepStateError(NeatError):
+    """A step state is used where it does not fit (e.g. read as a chunk state in the middle of a chunk)."""
+
+
+def onehot(i: torch.Tensor, n: int) -> torch.Tensor:
+    """i (B, 1) float index -> (B, 1, n) float one-hot (all zeros where i is out of range)."""
+    return (i[..., None] == torch.arange(n, device=i.device, dtype=i.dtype)).to(i.dtype)
+
+
+def put_row(buf: torch.Tensor, row: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    """buf (B, N, C) with row (B, 1, C) written where sel (B, 1, N) one-hot is 1 (exact: a select)."""
+    return torch.where(sel.transpose(1, 2) > 0, row, buf)
+
+
+def keep(flag: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """new where the per-row flag (B, 1) bool is set, else old (any shape with batch first)."""
+    return torch.where(flag.view(-1, *[1] * (new.dim() - 1)), new, old)
+
+
+def window_step(block, x: torch.Tensor, window: torch.Tensor, bias: torch.Tensor):
+    """One byte through a WindowBlock: x (B, 1, d); window (B, W, d) normed inputs of the last W bytes;
+    bias (B, 1, 1, W) -> (B, 1, d), new window. The query sees the W - 1 latest carried bytes and itself."""
+    h = block.norm1(x)
+    kv = torch.cat([window[:, 1:], h], dim=1)  # (B, W, d)
+    x = x + block.attn(h, kv, bias)
+    return x + block.mlp(block.norm2(x)), kv
+
+
+class DecodeStep(nn.Module):
+    """forward(token int32 (B, 1), *step_state) -> (logits (B, 1, V), *new_step_state); the same from
+    byte_step where needs_patch(token, *step_state) is false."""
+
+    def __init__(self, model: NeatModel):
+        super().__init__()
+        if getattr(model.cfg, "arch", "neat") != "neat":
+            raise StepStateError(f"DecodeStep steps a NeatModel, not a {model.cfg.arch!r} model: load a NEAT "
+                                 "checkpoint (the plain baseline has no decode step)")
+        self.model = model
+
+    # ----- state ---------------------------------------------------------------------------------
+    def step_state(self, batch: int) -> tuple[torch.Tensor, ...]:
+        """The step state before the first byte of every sequence."""
+        return self.from_chunk_state(self.model.init_state(batch))
+
+    def from_chunk_state(self, state) -> tuple[torch.Tensor, ...]:
+        """A chunk state (after a prefill of whole chunks) -> the step state at t = 0 of the next chunk."""
+        c = self.model.cfg
+        (context, seen, prev_patch, disp, mod, enc_win, dec_win, lat_win, lat_valid, w1, w2, s1, s2) = state
+        B, f = context.shape[0], seen.dtype
+        T, Pm, D, L = c.chunk_len, c.max_patches, c.global_dim, c.global_layers
+        zeros = seen.new_zeros
+        gbuf = torch.cat([prev_patch[:, None], zeros(B, Pm, D)], dim=1)
+        return (context, zeros(B, 1), zeros(B, 1), zeros(B, 1), seen, mod, disp, zeros(B, D),
+                zeros(B, c.ent_layers, T, c.ent_dim), enc_win, dec_win, zeros(B, T, c.local_dim),
+                torch.full((B, T), -1.0, dtype=f, device=seen.device), gbuf, zeros(B, L, Pm, D), lat_win,
+                lat_valid, w1, w2, s1, s2)
+
+    def chunk_state(self, state) -> tuple[torch.Tensor, ...]:
+        """The chunk state after a full chunk of steps (what NeatModel.forward returns for that chunk)."""
+        S = dict(zip(STEP_STATE_NAMES, state))
+        if not bool((S["pos"] == self.model.cfg.chunk_len).all()):
+            raise StepStateError(
+                f"chunk_state needs a full chunk of {self.model.cfg.chunk_len} steps, but positions are "
+                f"{S['pos'][:, 0].tolist()}: step to the chunk end first (partial chunks have no chunk state)")
+        done = torch.ones_like(S["pos"], dtype=torch.bool)
+        return self._commit(self._close(S, S["npatch"], done, done))
+
+    # ----- the step --------------------------------------------------------------------------------
+    def forward(self, token: torch.Tensor, *state: torch.Tensor):
+        """The whole step in one static graph: the latent layers run for one slot every step and their
+        results are kept only where a patch completed (masked arithmetic)."""
+        S = dict(zip(STEP_STATE_NAMES, state))
+        full, t, npatch, pid, close = self._plan(token, S)
+        S = self._close(S, S["npatch"], close, full)
+        fresh = dict(zip(STEP_STATE_NAMES, self.from_chunk_state(self._commit(S))))
+        S = {k: keep(full, fresh[k], v) for k, v in S.items()}
+        S["pos"], S["npatch"] = t, npatch
+        return self._byte(token, S, pid)
+
+    def needs_patch(self, token: torch.Tensor, *state: torch.Tensor) -> torch.Tensor:
+        """(B, 1) bool: this token starts a patch (completing the one before) or follows a full chunk, so the
+        step must run the latent layers (`forward`); where it is false everywhere, `byte_step` gives the same
+        result for less."""
+        return self._plan(token, dict(zip(STEP_STATE_NAMES, state)))[-1]
+
+    def byte_step(self, token: torch.Tensor, *state: torch.Tensor):
+        """`forward` without the latent layers, for a token where `needs_patch` is false (the split entry point)."""
+        S = dict(zip(STEP_STATE_NAMES, state))
+        _, t, npatch, pid, _ = self._plan(token, S)
+        S["pos"], S["npatch"] = t, npatch
+        return self._byte(token, S, pid)
+
+    def _plan(self, token, S):
+        """Where the byte falls: full (B, 1) the previous step ended a chunk; t its position; npatch the boundaries
+        so far; pid its patch slot; close: the slot before it is complete (the latent layers must run)."""
+        c = self.model.cfg
+        T, Pm = c.chunk_len, c.max_patches
+        full = S["pos"] >= T
+        t = torch.where(full, torch.zeros_like(S["pos"]), S["pos"])
+        first = t == 0
+        b = (S["ent_prev"] > c.entropy_threshold) | first | (token >= BOI_ID) | (S["context"][:, -1:] >= BOI_ID)
+        npatch = torch.where(first, torch.zeros_like(t), S["npatch"]) + b.to(t.dtype)
+        pid = (npatch - 1.0).clamp(max=Pm - 1)
+        close = full | (~first & (pid > (S["npatch"] - 1.0).clamp(max=Pm - 1)))
+        return full, t, npatch, pid, close
+
+    def _byte(self, token, S, pid):
+        """Entropy, encoder and decoder layers for the byte at position S['pos'] of patch slot pid (B, 1)."""
+        m, c = self.model, self.model.cfg
+        T, W, Pm = c.chunk_len, c.local_window, c.max_patches
+        t = S["pos"]
+        at = onehot(t, T)  # (B, 1, T)
+        # entropy model: causal over the chunk so far (absolute positions)
+        e = m.entropy.tok(token) + at @ m.entropy.pos  # (B, 1, de)
+        bias = ((torch.arange(T, device=t.device, dtype=t.dtype) > t) * NEG)[:, None, None, :]  # (B, 1, 1, T)
+        caches = []
+        for i, block in enumerate(m.entropy.blocks):
+            h = block.norm1(e)
+            cache = put_row(S["ent_cache"][:, i], h, at)  # (B, T, de)
+            e = e + block.attn(h, cache, bias)
+            e = e + block.mlp(block.norm2(e))
+            caches.append(cache)
+        ent = entropy(m.entropy.head(m.entropy.norm(e)))  # (B, 1)
+        # encoder byte, with the unclamped image counters of the chunk so far
+        mod = S["mod_raw"]
+        kb = carried_key_bias((S["seen"] + t).clamp(max=float(W)), W, 1)[..., 1:]  # (B, 1, 1, W)
+        x = m.encoder.embed(token, S["context"], mod, at @ m.encoder.pos)  # (B, 1, d)
+        x, enc_win = window_step(m.encoder.block, x, S["enc_window"], kb)
+        # decoder byte: complete patches only (gbuf slots 0..pid)
+        y = m.decoder.read(x, S["gbuf"][:, :Pm], pid)
+        y, dec_win = window_step(m.decoder.block, y, S["dec_window"], kb)
+        mask, _ = m.modality(token, mod)
+        logits = m.decoder.head(m.decoder.norm(y)) + mask  # (B, 1, V)
+        is_boi, is_eoi = (token == BOI_ID).to(t.dtype), (token == EOI_ID).to(t.dtype)
+        n_img = float(c.image_tokens)
+        mod = torch.cat([mod[:, :1] + is_boi - is_eoi,
+                         mod[:, 1:] + (token >= FIRST_CODE_ID).to(t.dtype) - n_img * is_eoi], dim=1)
+        S.update(context=torch.cat([S["context"][:, 1:], token], dim=1), pos=t + 1.0, ent_prev=ent, mod_raw=mod,
+                 ent_cache=torch.stack(caches, dim=1), enc_window=enc_win, dec_window=dec_win,
+                 xbuf=put_row(S["xbuf"], x, at), pidbuf=torch.where(at[:, 0] > 0, pid, S["pidbuf"]))
+        return (logits, *(S[k] for k in STEP_STATE_NAMES))
+
+    def _close(self, S, npatch, do, end):
+        """Run the latent layers for the patch slot min(npatch - 1, Pm - 1), complete where do (B, 1) is set;
+        update the memory where that slot ends a memory chunk or, with end (B, 1), the chunk."""
+        m, c = self.model, self.model.cfg
+        Pm, C, Np = c.max_patches, c.mem_chunk, c.persistent_tokens
+        s = (npatch - 1.0).clamp(min=0.0, max=Pm - 1)  # (B, 1) the slot (with do unset: any valid index)
+        f = s.dtype
+        enc = m.encoder.patches(S["xbuf"], (S["pidbuf"] == s).to(f)[..., None])  # (B, 1, D)
+        # Transformer² pass 1 on the patches so far (the running mean), pass 2 mix
+        disp_sum = S["disp_sum"][:, None] + m.dispatch.norm(enc)  # (B, 1, D)
+        rep = running_mean(S["disp"][:, None, :-1], S["disp"][:, None, -1:], disp_sum, (s + 1.0)[..., None])
+        mix = torch.softmax(m.dispatch.head(torch.nn.functional.silu(m.dispatch.hidden(rep))), dim=-1)  # (B, 1, K)
+        # latent layers for this slot: keys are persistent, carried and this chunk's slots 0..s
+        sp = onehot(s, Pm)  # (B, 1, Pm)
+        slots = torch.arange(Pm, device=s.device, dtype=f)
+        key_ok = torch.cat([torch.ones_like(s).expand(-1, Np), S["lat_valid"], (slots <= s).to(f)], dim=1)
+        bias = (sp @ m.latent_causal + (1.0 - key_ok[:, None, :]) * NEG)[:, None]  # (B, 1, 1, Np + R + Pm)
+        first = torch.div(s, C, rounding_mode="floor") * C  # (B, 1) first slot of s's memory chunk
+        rows = first + torch.arange(C, device=s.device, dtype=f)  # (B, C)
+        pick = (rows[..., None] == slots).to(f)  # (B, C, Pm)
+        row_ok = (rows <= s).to(f)  # (B, C) real slots of the memory chunk
+        update = do & ((s - first == C - 1) | end)
+        x = enc + sp @ m.slot_pos  # (B, 1, D)
+        caches, mems = [], []
+        for i, layer in enumerate(m.layers):
+            w = [S[k][:, i] for k in ("mem_w1", "mem_w2", "mem_s1", "mem_s2")]
+            h = layer.norm1(x)
+            cache = put_row(S["lat_cache"][:, i], h, sp)  # (B, Pm, D)
+            kv = torch.cat([layer.persistent.expand(x.shape[0], -1, -1), S["lat_window"][:, i] + layer.carry_pos,
+                            cache], dim=1)
+            a = layer.attn(h, kv, bias)
+            r = layer.memory.out(memory_apply(l2norm(layer.memory.q(h)), w[0], w[1]))  # weights before the chunk
+            g = torch.sigmoid(layer.gate(h))
+            x = x + g * a + (1.0 - g) * r
+            x = x + layer.mlp(layer.norm2(x), mix)
+            _, k, v, gates, theta = layer.memory.project(pick @ cache, row_ok)
+            new = layer.memory.update(k, v, gates, theta, row_ok, *w)
+            caches.append(cache)
+            mems.append([keep(update, n, o) for n, o in zip(new, w)])
+        out = m.norm(x)  # (B, 1, D)
+        S = dict(S)
+        S["gbuf"] = keep(do, put_row(S["gbuf"], out, onehot(s + 1.0, Pm + 1)), S["gbuf"])
+        S["disp_sum"] = keep(do, disp_sum[:, 0], S["disp_sum"])
+        S["lat_cache"] = keep(do, torch.stack(caches, dim=1), S["lat_cache"])
+        for j, k in enumerate(("mem_w1", "mem_w2", "mem_s1", "mem_s2")):
+            S[k] = torch.stack([mem[j] for mem in mems], dim=1)
+        return S
+
+    def _commit(self, S):
+        """The chunk state from a step state whose chunk is complete and whose last patch is closed."""
+        c = self.model.cfg
+        T, W, R, Pm = c.chunk_len, c.local_window, c.latent_window, c.max_patches
+        n = S["npatch"].clamp(max=float(Pm))  # (B, 1) real slots
+        f = n.dtype
+        sel = last_real(n[:, 0], R, Pm).to(f)  # (B, R, R + Pm)
+        valid = (torch.arange(Pm, device=n.device, dtype=f) < n).to(f)  # (B, Pm)
+        lat_valid = (sel @ torch.cat([S["lat_valid"], valid], 1)[..., None])[..., 0]  # (B, R)
+        lat_window = torch.stack([sel @ torch.cat([S["lat_window"][:, i], S["lat_cache"][:, i]], 1)
+                                  for i in range(c.global_layers)], dim=1)  # (B, L, R, D)
+        prev = (onehot(n, Pm + 1) @ S["gbuf"])[:, 0]  # (B, D) output of the last real slot
+        mean, n0 = S["disp"][:, :-1], S["disp"][:, -1:]
+        disp = torch.cat([running_mean(mean, n0, S["disp_sum"], n), (n0 + n).clamp(max=DISPATCH_HORIZON)], dim=-1)
+        inside = S["mod_raw"][:, :1].clamp(0.0, 1.0)
+        mod = torch.cat([inside, (S["mod_raw"][:, 1:] * inside).clamp(0.0, float(c.image_tokens))], dim=1)
+        seen = (S["seen"] + T).clamp(max=float(W))
+        return (S["context"], seen, prev, disp, mod, S["enc_window"], S["dec_window"], lat_window, lat_valid,
+                S["mem_w1"], S["mem_w2"], S["mem_s1"], S["mem_s2"])

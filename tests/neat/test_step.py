@@ -1,0 +1,146 @@
+"""The decode step (neat.step): stepping byte by byte reproduces the chunk forward's logits and chunk-end state,
+greedy generation by steps equals generation by recomputing the partial chunk, and the step exports strictly."""
+import pytest
+import torch
+
+from neat.config import PAD_ID
+from neat.data import text_stream
+from neat.step import STEP_STATE_NAMES, DecodeStep, StepStateError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matmuls on a shared 2-core machine run ~20x slower with a second thread waiting for its core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def close(got: torch.Tensor, want: torch.Tensor) -> bool:
+    """fp32 agreement: max error at most 1e-4 of max(1, max|want|)."""
+    return (got.double() - want.double()).abs().max() <= 1e-4 * max(1.0, want.abs().max().item())
+
+
+def steps(step: DecodeStep, tokens: torch.Tensor, state) -> tuple[torch.Tensor, tuple]:
+    """Step through tokens (B, N), running the latent layers only where a patch completes (the split path)."""
+    logits = []
+    for i in range(tokens.shape[1]):
+        tok = tokens[:, i : i + 1]
+        fn = step if bool(step.needs_patch(tok, *state).any()) else step.byte_step
+        out, *state = fn(tok, *state)
+        logits.append(out)
+    return torch.cat(logits, 1), tuple(state)
+
+
+def check_stream(model, tokens: torch.Tensor) -> None:
+    step, T = DecodeStep(model), model.cfg.chunk_len
+    state = step.step_state(tokens.shape[0])
+    for c, (want_logits, want_state) in enumerate(model.forward_stream(tokens)):
+        got_logits, state = steps(step, tokens[:, c * T : (c + 1) * T], state)
+        assert close(got_logits, want_logits), f"logits differ in chunk {c}"
+        for name, got, want in zip(STEP_STATE_NAMES, step.chunk_state(state), want_state):
+            assert got.dtype == want.dtype and close(got, want), f"state {name} differs after chunk {c}"
+
+
+@torch.no_grad()
+def test_steps_reproduce_chunks_of_text_and_random_bytes(shipped_model):
+    T = shipped_model.cfg.chunk_len
+    text = torch.as_tensor(text_stream("prose", held_out=True).tokens[: 16 * T], dtype=torch.int32)
+    noise = torch.randint(0, 256, (16 * T,), generator=torch.Generator().manual_seed(0), dtype=torch.int32)
+    check_stream(shipped_model, torch.stack([text, noise]))
+
+
+@torch.no_grad()
+def test_steps_reproduce_chunks_with_image_tokens_and_patch_overflow(random_model):
+    """Any token of the vocabulary: image spans opened and closed at random, and (this random entropy model is
+    uncertain everywhere) a boundary at every byte, so every chunk overflows its patch slots."""
+    cfg = random_model.cfg
+    tokens = torch.randint(0, cfg.vocab_size, (2, 4 * cfg.chunk_len), generator=torch.Generator().manual_seed(1),
+                           dtype=torch.int32)
+    check_stream(random_model, tokens)
+
+
+def recompute_greedy(model, prompt: torch.Tensor, n: int) -> list[int]:
+    """runtimes.generate.stream's way: a chunk forward over the padded partial chunk for every byte."""
+    T = model.cfg.chunk_len
+    state, buf = model.init_state(1), prompt.tolist()
+    while len(buf) >= T:
+        logits, *state = model(torch.tensor([buf[:T]], dtype=torch.int32), *state)
+        last, buf = logits[0, -1], buf[T:]
+    out = []
+    for _ in range(n):
+        if buf:
+            logits = model(torch.tensor([buf + [PAD_ID] * (T - len(buf))], dtype=torch.int32), *state)[0]
+            last = logits[0, len(buf) - 1]
+        buf.append(int(last.argmax()))
+        out.append(buf[-1])
+        if len(buf) == T:  # the chunk is full: commit it
+            logits, *state = model(torch.tensor([buf], dtype=torch.int32), *state)
+            last, buf = logits[0, -1], []
+    return out
+
+
+def step_greedy(model, prompt: torch.Tensor, n: int) -> list[int]:
+    """Prefill whole chunks with the chunk forward, then one masked-graph step per byte."""
+    T, step = model.cfg.chunk_len, DecodeStep(model)
+    whole = len(prompt) // T * T
+    state = model.init_state(1)
+    for c in range(0, whole, T):
+        _, *state = model(prompt[None, c : c + T], *state)
+    state = step.from_chunk_state(state)
+    for tok in prompt[whole:].tolist():
+        logits, *state = step(torch.tensor([[tok]], dtype=torch.int32), *state)
+    out = []
+    for _ in range(n):
+        out.append(int(logits[0, -1].argmax()))
+        logits, *state = step(torch.tensor([[out[-1]]], dtype=torch.int32), *state)
+    return out
+
+
+@torch.no_grad()
+def test_greedy_generation_by_steps_equals_recompute(shipped_model):
+    prompt = torch.as_tensor(text_stream("prose", held_out=True).tokens[5000:5200], dtype=torch.int32)
+    assert step_greedy(shipped_model, prompt, 256) == recompute_greedy(shipped_model, prompt, 256)
+
+
+class EntryPoint(torch.nn.Module):
+    """One of DecodeStep's entry points as a module's forward, for torch.export."""
+
+    def __init__(self, step: DecodeStep, name: str):
+        super().__init__()
+        self.step, self.name = step, name
+
+    def forward(self, token, *state):
+        out = getattr(self.step, self.name)(token, *state)
+        return out if isinstance(out, tuple) else (out,)
+
+
+@pytest.mark.parametrize("entry", ["forward", "byte_step", "needs_patch"])
+def test_step_entry_points_export_strictly_and_match_eager(random_model, entry):
+    step = DecodeStep(random_model)
+    module = EntryPoint(step, entry)
+    tokens = torch.randint(0, 256, (2, 3), generator=torch.Generator().manual_seed(2), dtype=torch.int32)
+    state = step.step_state(2)
+    ep = torch.export.export(module, (tokens[:, :1], *state), strict=True)
+    with torch.no_grad():
+        for i in range(tokens.shape[1]):
+            want = module(tokens[:, i : i + 1], *state)
+            got = ep.module()(tokens[:, i : i + 1], *state)
+            for w, g in zip(want, got):
+                assert w.dtype == g.dtype and close(g.double(), w.double())
+            state = step(tokens[:, i : i + 1], *state)[1:]
+
+
+def test_chunk_state_of_a_partial_chunk_is_refused(random_model):
+    step = DecodeStep(random_model)
+    _, *state = step(torch.zeros((1, 1), dtype=torch.int32), *step.step_state(1))
+    with pytest.raises(StepStateError, match="full chunk"):
+        step.chunk_state(state)
+
+
+def test_a_plain_baseline_has_no_decode_step():
+    from neat.plain import PlainConfig, PlainModel
+
+    with pytest.raises(StepStateError, match="NeatModel"):
+        DecodeStep(PlainModel(PlainConfig()))
