@@ -6,9 +6,14 @@ from typing import Callable
 import numpy as np
 
 
-def availability(problem: str, found: Callable[[], str]) -> tuple[bool, str]:
-    """(ok, why) from a backend's problem on this machine: the problem, or what was found when there is none."""
-    return (False, problem) if problem else (True, found())
+def availability(problem: Callable, found: Callable) -> tuple[bool, str]:
+    """A backend's is_available(): its `problem({}, profile)` on this machine, or, when there is none, what
+    was found (`found(profile)`)."""
+    from runtimes.profile import detect
+
+    profile = detect()
+    why = problem({}, profile)
+    return (False, why) if why else (True, found(profile))
 
 
 def torch_problem(libraries: dict) -> str:

@@ -33,11 +33,7 @@ def problem(requirements: dict, profile) -> str:
 
 
 def is_available() -> tuple[bool, str]:
-    from runtimes.profile import detect
-
-    profile = detect()
-    return availability(problem({}, profile), lambda: f"coremltools {profile.libraries['coremltools']} "
-                                                      f"on macOS {profile.os_version}")
+    return availability(problem, lambda p: f"coremltools {p.libraries['coremltools']} on macOS {p.os_version}")
 
 
 def boundary(metadata: Mapping[str, str]) -> dict[str, str]:

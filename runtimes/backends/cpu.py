@@ -36,9 +36,7 @@ def problem(requirements: dict, profile) -> str:
 
 
 def is_available() -> tuple[bool, str]:
-    from runtimes.profile import detect
-
-    return availability(problem({}, detect()), lambda: f"AOTInductor (torch {detect().libraries['torch']})")
+    return availability(problem, lambda p: f"AOTInductor (torch {p.libraries['torch']})")
 
 
 def load_package(path: Path, device: str):

@@ -25,10 +25,7 @@ def problem(requirements: dict, profile) -> str:
 
 
 def is_available() -> tuple[bool, str]:
-    from runtimes.profile import detect
-
-    profile = detect()
-    return availability(problem({}, profile), lambda: f"AOTInductor on {profile.cuda[0].name}")
+    return availability(problem, lambda p: f"AOTInductor on {p.cuda[0].name}")
 
 
 def load(path: Path, requirements: dict, profile):

@@ -39,9 +39,8 @@ def problem(requirements: dict, profile) -> str:
 
 
 def is_available() -> tuple[bool, str]:
-    from runtimes.profile import detect
-
-    return availability(torch_problem(detect().libraries), lambda: "PyTorch, with the model's own package")
+    return availability(lambda requirements, p: torch_problem(p.libraries),
+                        lambda p: "PyTorch, with the model's own package")
 
 
 def loader(name: str):

@@ -14,9 +14,7 @@ def problem(requirements: dict, profile) -> str:
 
 
 def is_available() -> tuple[bool, str]:
-    from runtimes.profile import detect
-
-    return availability(problem({}, detect()), lambda: f"PyTorch {detect().libraries['torch']}")
+    return availability(problem, lambda p: f"PyTorch {p.libraries['torch']}")
 
 
 def load(path: Path, requirements: dict, profile):

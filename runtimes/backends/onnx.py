@@ -16,11 +16,8 @@ def problem(requirements: dict, profile) -> str:
 
 
 def is_available() -> tuple[bool, str]:
-    from runtimes.profile import detect
-
-    libs = detect().libraries
-    return availability(problem({}, detect()), lambda: f"onnxruntime {libs['onnxruntime']} "
-                                                        f"({', '.join(libs.get('onnxruntime_providers', []))})")
+    return availability(problem, lambda p: f"onnxruntime {p.libraries['onnxruntime']} "
+                                           f"({', '.join(p.libraries.get('onnxruntime_providers', []))})")
 
 
 def providers(profile) -> list[str]:

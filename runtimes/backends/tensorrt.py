@@ -40,11 +40,7 @@ def problem(requirements: dict, profile) -> str:
 
 
 def is_available() -> tuple[bool, str]:
-    from runtimes.profile import detect
-
-    profile = detect()
-    return availability(problem({}, profile), lambda: f"{profile.cuda[0].name} "
-                                                      f"(compute capability {profile.cuda[0].compute_capability})")
+    return availability(problem, lambda p: f"{p.cuda[0].name} (compute capability {p.cuda[0].compute_capability})")
 
 
 def load(path: Path, requirements: dict, profile):
