@@ -9,6 +9,7 @@ from typing import Callable, ContextManager
 
 from exporters.capture import Captured
 from exporters.errors import ExportError, TargetUnavailable
+from exporters.methods import MethodsOutcome, build_methods, capture_methods, check_methods
 from exporters.spec import ExportSpec
 from exporters.verify import TOLERANCES, verify
 from exporters.writer import write_bundle
@@ -115,8 +116,10 @@ def export_bundle(spec: ExportSpec, targets: list[str], out: str | Path, precisi
     if not names:
         raise TargetUnavailable(f"no target can be built here at {precision}; see `neat export --help`")
     check_options(names, options or {})
-    with step(f"capture {spec.name} with torch.export"):
+    also = f" (and methods {', '.join(spec.methods)})" if spec.methods else ""
+    with step(f"capture {spec.name} with torch.export{also}"):
         cap = Captured(spec)
+        method_caps = capture_methods(spec)
     model = {"name": spec.name, "config": spec.config, "weights_sha256": spec.weights_sha256, **spec.info}
     outcomes: list[Outcome] = []
     with write_bundle(out, model, spec.signature()) as writer:
@@ -130,23 +133,28 @@ def export_bundle(spec: ExportSpec, targets: list[str], out: str | Path, precisi
             key = artifact_key(name, precision)
             staged = writer.stage(key)
             try:
+                settings = settings_for(name, {**(options or {}), "precision": precision})
                 with step(f"{key}: build"):
                     t0 = time.perf_counter()
-                    built = TARGETS[name].export(cap, staged, settings_for(name, {**(options or {}), "precision": precision}))
+                    built = TARGETS[name].export(cap, staged, settings)
                     seconds = time.perf_counter() - t0
                 with step(f"{key}: verify against the reference"):
                     parity = check(spec, lambda: TARGETS[name].runner(staged, built.requirements), precision)
+                methods = (build_methods(TARGETS[name], method_caps, staged, settings, spec, precision, step)
+                           if parity.verdict != "failed" else MethodsOutcome())
+                seconds += methods.build_seconds
             except ExportError as exc:
                 outcomes.append(Outcome(name, precision, "error", str(exc), error=type(exc).__name__))
                 continue
             size = sum(p.stat().st_size for p in staged.rglob("*") if p.is_file())
-            outcome = Outcome(name, precision, parity.verdict, parity.notes, round(seconds, 2), size, parity.worst)
-            outcomes.append(outcome)
-            if parity.verdict == "failed":
+            verdict = methods.verdict(parity.verdict)
+            message = "; ".join(m for m in (parity.notes, methods.notes()) if m)
+            outcomes.append(Outcome(name, precision, verdict, message, round(seconds, 2), size, parity.worst))
+            if verdict == "failed":
                 continue
             writer.add(key, staged, target=name, precision=precision, toolchain=built.toolchain,
                        requirements=built.requirements, build_seconds=round(seconds, 2), parity=parity,
-                       settings=built.settings)
+                       settings=built.settings, methods=methods.parity, decode=methods.decode)
         if any(o.ok for o in outcomes):
             writer.commit()
     return outcomes
@@ -174,6 +182,9 @@ def verify_bundle(bundle: str | Path, spec: ExportSpec, step: Step = _quiet) -> 
             continue
         with step(f"{key}: verify against the reference"):
             parity = check(spec, lambda: TARGETS[art.target].runner(bundle / key, art.requirements), art.precision)
-        outcomes.append(Outcome(art.target, art.precision, parity.verdict, parity.notes, art.build_seconds,
-                                size, parity.worst))
+        carried = {m: art.requirements for m in art.methods if m in spec.methods}
+        methods = check_methods(TARGETS[art.target], bundle / key, carried, spec, art.precision, step)
+        message = "; ".join(m for m in (parity.notes, methods.notes()) if m)
+        outcomes.append(Outcome(art.target, art.precision, methods.verdict(parity.verdict), message,
+                                art.build_seconds, size, parity.worst))
     return outcomes

@@ -1,7 +1,8 @@
 """The exported program as coremltools can convert it: the graph passes of the CoreML target.
 
     program = lower_lacking(program)   # ops coremltools lacks -> torch's own decomposition, where it has one
-    program = prepare(program)         # view-only ops dropped, torch.cond inlined, identity outputs
+    program = prepare(program)         # view-only ops dropped, bool bitwise ops as logical ones, torch.cond
+                                       # inlined, identity outputs
     lacking(program)                   # what is still unconvertible: {op: where in the module's source}
 
 Each returns the program itself when it has nothing to change, otherwise a changed copy: the capture's
@@ -19,6 +20,9 @@ from exporters.capture import source
 # aten ops that only make a view or a copy: in the exported (functional) program they are their input
 VIEW_ONLY = ("alias", "alias_copy", "lift_fresh", "lift_fresh_copy", "detach", "detach_copy", "clone",
              "contiguous")
+# on bool tensors these are the logical ops (coremltools converts bitwise_and/not on bools, not or/xor: `a | b`)
+BOOL_BITWISE = {"bitwise_or": torch.ops.aten.logical_or.default, "bitwise_xor": torch.ops.aten.logical_xor.default,
+                "__or__": torch.ops.aten.logical_or.default, "__xor__": torch.ops.aten.logical_xor.default}
 
 
 def _registry():
@@ -77,12 +81,13 @@ def lower_lacking(program, rounds: int = 4):
 
 def prepare(program):
     """View-only ops (aten.alias from slicing a buffer to its full size, detach, clone...) replaced by their
-    input; torch.cond with a tensor predicate computed as both branches and a select (torch.where), as the
-    branches are pure functions; and every user output that is an input, a buffer or another output's
-    tensor given its own identity op (else coremltools renames one var twice)."""
+    input; bitwise or/xor of two bool tensors as logical or/xor; torch.cond with a tensor predicate computed
+    as both branches and a select (torch.where), as the branches are pure functions; and every user output
+    that is an input, a buffer or another output's tensor given its own identity op (else coremltools
+    renames one var twice)."""
     gm = copy.deepcopy(program.graph_module)  # the graph only: weights live in program.state_dict
     graph = gm.graph
-    changed = _drop_view_only(graph) | _inline_conds(gm)
+    changed = _drop_view_only(graph) | _bool_bitwise(graph) | _inline_conds(gm)
     out_node = graph.output_node()
     outs, seen = list(out_node.args[0]), set()
     for i, s in enumerate(program.graph_signature.output_specs):
@@ -117,6 +122,23 @@ def _drop_view_only(graph) -> bool:
                 and node.target.overloadpacket.__name__ in VIEW_ONLY and isinstance(node.args[0], torch.fx.Node)):
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
+            changed = True
+    return changed
+
+
+def _bool_bitwise(graph) -> bool:
+    """aten.bitwise_or / bitwise_xor (or __or__ / __xor__) of two bool tensors -> aten.logical_or / logical_xor
+    (the same values)."""
+    def is_bool(a) -> bool:
+        val = a.meta.get("val") if isinstance(a, torch.fx.Node) else None
+        return isinstance(val, torch.Tensor) and val.dtype == torch.bool
+
+    changed = False
+    for node in list(graph.nodes):
+        if (node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
+                and node.target.overloadpacket.__name__ in BOOL_BITWISE and node.target._overloadname == "Tensor"
+                and len(node.args) == 2 and all(is_bool(a) for a in node.args)):
+            node.target = BOOL_BITWISE[node.target.overloadpacket.__name__]
             changed = True
     return changed
 

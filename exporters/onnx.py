@@ -48,13 +48,52 @@ def write_onnx(cap: Captured, path: Path, opset: int) -> None:
     # the exporter warns once per missing optional library (torchvision ops): noise for a user
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     ins, outs = cap.spec.names
+    check_names(ins, outs)
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # it prints its progress steps even when not verbose
-            program = torch.onnx.export(cap.program, (), dynamo=True, input_names=list(ins),
+            program = torch.onnx.export(float_clamp_bounds(cap.program), (), dynamo=True, input_names=list(ins),
                                         output_names=list(outs), opset_version=opset, optimize=True, verbose=False)
         program.save(str(path), external_data=False)
     except Exception as exc:  # the exporter raises many kinds; all mean the graph did not translate
         raise ConversionError(f"the ONNX exporter could not translate {cap.spec.name}: {_why(cap, exc, opset)}") from exc
+
+
+def check_names(ins, outs) -> None:
+    """Refuse an output named like an input: an ONNX graph (and a TensorRT engine's bindings) names every
+    value once, and the runners and the manifest go by the spec's names."""
+    both = sorted(set(ins) & set(outs))
+    if both:
+        raise ConversionError(f"ONNX names every graph value once, but {both} name both an input and an output: "
+                              "give the outputs other names (output_names=) in the spec")
+
+
+def float_clamp_bounds(program):
+    """The program with aten.clamp's bounds on a float tensor made floats where one is an int and the other a
+    float (the same clamp: a float tensor compares in its own dtype); the exporter's type promotion turns the
+    int bound into a tensor that its decomposition then rejects (torch 2.10+: `x.clamp(min=0.0, max=63)`).
+    The program itself when no clamp mixes them, else a changed copy (the capture is shared)."""
+    import copy
+
+    import torch
+
+    def mixed(node) -> bool:
+        if node.op != "call_function" or node.target is not torch.ops.aten.clamp.default:
+            return False
+        x, bounds = node.args[0], [*node.args[1:3], *node.kwargs.values()]
+        val = x.meta.get("val") if isinstance(x, torch.fx.Node) else None
+        kinds = {type(b) for b in bounds if isinstance(b, (int, float)) and not isinstance(b, bool)}
+        return val is not None and val.dtype.is_floating_point and kinds == {int, float}
+
+    if not any(mixed(n) for n in program.graph.nodes):
+        return program
+    program = copy.deepcopy(program)
+    for node in program.graph.nodes:
+        if mixed(node):
+            node.args = tuple(float(a) if isinstance(a, int) and not isinstance(a, bool) else a for a in node.args)
+            node.kwargs = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                           for k, v in node.kwargs.items()}
+    program.graph_module.recompile()
+    return program
 
 
 def _why(cap: Captured, exc: Exception, opset: int) -> str:

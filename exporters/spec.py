@@ -90,6 +90,25 @@ class ExportSpec:
     fp32_scopes: tuple[str, ...] = ()
     examples: tuple[torch.Tensor, ...] | None = None  # the user's example inputs (not state), any batch
     argmax: tuple[str, ...] = ()  # outputs that are scores over their last dim: argmax agreement is checked
+    # further entry points of the same model, each described like this one (its module's forward is the
+    # method); every target builds each of them, and the manifest records their signatures
+    methods: dict[str, "ExportSpec"] = field(default_factory=dict)
+    # roles of the methods in incremental decoding (runtimes.generate.DECODE_ROLES): role -> method name
+    decode: dict[str, str] = field(default_factory=dict)
+    # the reference's results per verification case, computed once per export and shared by every artifact
+    reference_runs: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self):
+        from exporters.errors import SpecError
+        from runtimes.decode import name_problem, roles_problem
+
+        why = [name_problem(n) for n in self.methods if name_problem(n)] + [roles_problem(self.decode, list(self.methods))]
+        bad = [m for m in self.methods.values() if m.methods]
+        if bad:
+            why.append("a method cannot have methods of its own")
+        why = [w for w in why if w]
+        if why:
+            raise SpecError(f"{self.name}: " + "; ".join(why) + ": fix the methods= / decode= given to describe")
 
     def random_inputs(self, batch: int, seed: int) -> tuple[torch.Tensor, ...]:
         """Fresh random non-state inputs like the examples: floats with the example's mean and spread,
@@ -123,12 +142,17 @@ class ExportSpec:
         return (*self.example_chunk(batch), *self.init_state(batch))
 
     def signature(self) -> dict:
-        return {
+        sig = {
             "inputs": [t.to_dict() for t in self.inputs],
             "state": [t.to_dict() for t in self.state],
             "outputs": [t.to_dict() for t in self.outputs],
             "dynamic": {"batch": {"min": self.batch[0], "max": self.batch[1]}},
         }
+        if self.methods:
+            sig["methods"] = {name: m.signature() for name, m in self.methods.items()}
+        if self.decode:
+            sig["decode"] = dict(self.decode)
+        return sig
 
     @property
     def names(self) -> tuple[Sequence[str], Sequence[str]]:

@@ -91,6 +91,13 @@ def run_chunks(run: Runner, spec: ExportSpec, case: Case) -> tuple[list[list[np.
     return outputs, states
 
 
+def reference_run(spec: ExportSpec, case: Case, reference: Runner | None = None):
+    """run_chunks of the reference on `case`, computed once per spec and case (cases are deterministic)."""
+    if case.name not in spec.reference_runs:
+        spec.reference_runs[case.name] = run_chunks(reference or reference_runner(spec), spec, case)
+    return spec.reference_runs[case.name]
+
+
 def reference_runner(spec: ExportSpec) -> Runner:
     """The module itself, on numpy arrays like an artifact's runner (each call on its own copy of the inputs)."""
     from runtimes.backends.common import torch_runner
@@ -169,7 +176,7 @@ def verify(spec: ExportSpec, run: Runner, precision: str, method: str) -> Parity
     per_case, score = [], None
     first = spec.outputs[0].name if spec.outputs else None
     for case in cases(spec):
-        ref_out, ref_state = run_chunks(reference, spec, case)
+        ref_out, ref_state = reference_run(spec, case, reference)
         try:
             got_out, got_state = run_chunks(run, spec, case)
         except EvaluationUnsupported:

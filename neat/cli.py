@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -214,12 +215,17 @@ def run_command(bundle, prompt, max_bytes, backend, temperature, top_k, seed, au
         saved.append(save_png(images / f"image-{len(saved) + 1}.png", img))
         click.echo(f"\n[image saved: {saved[-1]}]", err=True)
 
-    out = sys.stdout.buffer
+    out, n, t0, first = sys.stdout.buffer, 0, time.perf_counter(), None
     for piece in session.stream(prompt.encode(), max_bytes, temperature, top_k, seed, on_image=on_image):
+        first = first or time.perf_counter()
+        n += len(piece)
         out.write(piece)
         out.flush()
     out.write(b"\n")
     out.flush()
+    from neat.report import generation_speed
+
+    click.echo(generation_speed(n, t0, first, time.perf_counter(), session.decoding), err=True)
 
 
 @main.command("bench")

@@ -10,6 +10,7 @@ from exporters.api import describe
 from exporters.spec import ExportSpec
 from neat.bits import cross_entropy_bits
 from neat.checkpoint import SHIPPED, load_checkpoint
+from neat.entry import DECODE
 from neat.model import STATE_NAMES, NeatModel, count_parameters
 
 MASK_BELOW = -5.0e3  # logits at or below this are vocabulary entries the modality mask rules out (NEG = -1e4)
@@ -19,6 +20,7 @@ LONG_STREAM_CHUNKS = 64  # the verification stream: long enough that a diverging
 # and the whole patch layout (and every state after it) changes, so the entropy model, entropy() and the
 # threshold stay fp32 (2 small layers). With the threshold alone kept fp32, random token chunks still flipped.
 FP32_SCOPES = ("patch_starts(", "self.entropy(tokens)")
+STEP_FP32_SCOPES = ()  # the decode step's discrete decisions (its own entropy model and patch plan)
 
 
 def _real_text(model: NeatModel):
@@ -31,6 +33,46 @@ def _real_text(model: NeatModel):
         return [(rows[:, c * T:(c + 1) * T].contiguous(),) for c in range(chunks)]
 
     return real_data
+
+
+def _real_bytes(real_data):
+    """Real data one token per call (the decode step's inputs), from the chunk forward's real data."""
+    def data(batch: int, calls: int):
+        T = real_data(batch, 1)[0][0].shape[1]
+        tokens = torch.cat([c[0] for c in real_data(batch, -(-calls // T))], dim=1)  # (B, >= calls)
+        return [(tokens[:, i:i + 1].contiguous(),) for i in range(calls)]
+
+    return data
+
+
+def step_methods(model: NeatModel, batch: tuple[int, int], real_data) -> dict[str, ExportSpec]:
+    """The decode step's entry points (neat.entry), each described for export; their roles are neat.entry.DECODE."""
+    from neat.entry import Method, METHODS
+    from neat.step import STEP_STATE_NAMES, DecodeStep
+
+    step = DecodeStep(model)
+    V, T = model.cfg.vocab_size, model.cfg.chunk_len
+    token = model.example_inputs(1)[0][:, :1]
+    state = dict(zip(STEP_STATE_NAMES, step.step_state(1)))
+    common = dict(batch=batch, fp32_scopes=STEP_FP32_SCOPES)
+    stepping = dict(state=state, init_state=step.step_state, input_names=("token",), output_names=("logits",),
+                    data=_real_bytes(real_data),
+                    ranges={"token": (0, V), "context": (0, V)}, ignore_below={"logits": MASK_BELOW},
+                    argmax=("logits",), **common)
+    return {
+        "step_enter": describe(Method(step, METHODS["step_enter"]), tuple(model.init_state(1)), name="step_enter",
+                               input_names=STATE_NAMES, output_names=[f"step_{n}" for n in STEP_STATE_NAMES],
+                               ranges={"context": (0, V)},
+                               **common),
+        # the full step past a chunk end; the light one within a chunk, where it is used (the decode check
+        # in exporters.methods steps the whole protocol through several chunks)
+        "step": describe(Method(step, METHODS["step"]), (token,), name="step", long_stream_chunks=T + 8, **stepping),
+        "byte_step": describe(Method(step, METHODS["byte_step"]), (token,), name="byte_step",
+                              long_stream_chunks=T // 4, **stepping),
+        "needs_patch": describe(Method(step, METHODS["needs_patch"]), (token, *state.values()), name="needs_patch",
+                                input_names=("token", *STEP_STATE_NAMES), output_names=("needs_patch",),
+                                ranges={"token": (0, V), "context": (0, V)}, **common),
+    }
 
 
 def bits_per_byte(chunks, logits_per_chunk) -> float:
@@ -59,15 +101,18 @@ def neat_spec(checkpoint: str | Path | None = None, batch: tuple[int, int] = DEF
     cfg = model.cfg
     V, T = cfg.vocab_size, cfg.chunk_len
     tokens, *state = model.example_inputs(1)
+    real = _real_text(model)
+    decodes = getattr(cfg, "arch", "neat") == "neat"  # the plain baseline has no decode step
     return describe(
         model, (tokens,), name=f"neat-{cfg.name}",
         state=dict(zip(STATE_NAMES, state)), init_state=model.init_state, batch=batch,
         output_names=("logits",), ranges={"tokens": (0, V), "context": (0, V)},
         ignore_below={"logits": MASK_BELOW}, argmax=("logits",),
-        data=_real_text(model), score=bits_per_byte, long_stream_chunks=LONG_STREAM_CHUNKS,
+        data=real, score=bits_per_byte, long_stream_chunks=LONG_STREAM_CHUNKS,
         config=cfg.__dict__ | {"experts": list(cfg.experts), "hash_ngrams": list(cfg.hash_ngrams)},
         reference_file=None if model_given else path, reference_loader="neat",
         fp32_scopes=FP32_SCOPES,
+        methods=step_methods(model, batch, real) if decodes else {}, decode=dict(DECODE) if decodes else {},
         info={"params": count_parameters(model), "chunk_len": T, "vocab_size": V,
               "checkpoint": path.name, "experts": list(cfg.experts), "tokens": token_layout(model)},
     )

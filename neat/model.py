@@ -231,6 +231,13 @@ class NeatModel(nn.Module):
         self.cfg = self.cfg.replace(svf_factored=True)
         return self
 
+    def entry_point(self, name: str) -> nn.Module:
+        """A module whose forward is entry point `name`: "forward" (this model) or a decode-step method
+        (neat.entry.METHODS); how the eager backend runs a bundle's methods."""
+        from neat.entry import entry_point
+
+        return entry_point(self, name)
+
     def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
         """Valid random tokens (bytes only) and the initial state, for export and tests."""
         g = torch.Generator().manual_seed(0)

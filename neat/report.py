@@ -130,3 +130,12 @@ def generation_table(rows: list[dict], max_bytes: int) -> Table:
         where = "identical" if r["first_difference"] is None else f"byte {r['first_difference']}"
         table.add_row(r["key"], r["error"] or where, repr(r["text"][:60]))
     return table
+
+
+def generation_speed(n: int, start: float, first: float | None, end: float, decoding: str) -> str:
+    """'generated N bytes in S s: B bytes/s after the first (first byte after F ms; decoding: step)'."""
+    if not n or first is None:
+        return f"generated nothing in {end - start:.2f} s (decoding: {decoding})"
+    rate = f"{(n - 1) / (end - first):.0f} bytes/s after the first" if n > 1 and end > first else "one byte"
+    return (f"generated {n} bytes in {end - start:.2f} s: {rate} (first byte after {(first - start) * 1e3:.0f} ms, "
+            f"prompt included; decoding: {decoding})")

@@ -28,7 +28,10 @@ every step runs one latent slot and one memory update and keeps them only where 
 `byte_step` is the same step without the latent layers, valid where `needs_patch(token, *state)` is false;
 a runtime asks the flag and calls one of the two (split entry points). On the shipped model about a quarter
 of text bytes complete a patch, and the split path is ~1.7-1.9x faster than the masked graph in eager
-(benchmarks/decode_step.py). STEP_STATE_NAMES lists the state; shapes:
+(benchmarks/decode_step.py). fp16 artifacts keep `_plan`, `_entropy` and `_restart` in fp32 (the source
+fragments "self._plan(", "self._entropy(", "self._restart(" as fp32 scopes): the patch layout hangs on
+H > theta, and a boundary flipped by rounding changes every state after it.
+STEP_STATE_NAMES lists the state; shapes:
     context (B, k) int32 last tokens            pos, npatch, ent_prev, seen (B, 1) position in the chunk,
     mod_raw (B, 2) unclamped image counters      boundaries so far, H_{t-1}, `seen` at the chunk start
     disp (B, D + 1) dispatch at the chunk start  disp_sum (B, D) sum of this chunk's normed encodings
@@ -130,8 +133,7 @@ class DecodeStep(nn.Module):
         S = dict(zip(STEP_STATE_NAMES, state))
         full, t, npatch, pid, close = self._plan(token, S)
         S = self._close(S, S["npatch"], close, full)
-        fresh = dict(zip(STEP_STATE_NAMES, self.from_chunk_state(self._commit(S))))
-        S = {k: keep(full, fresh[k], v) for k, v in S.items()}
+        S = self._restart(S, full)  # (a line of its own: fp32 scopes match call lines, see _restart)
         S["pos"], S["npatch"] = t, npatch
         return self._byte(token, S, pid)
 
@@ -147,6 +149,14 @@ class DecodeStep(nn.Module):
         _, t, npatch, pid, _ = self._plan(token, S)
         S["pos"], S["npatch"] = t, npatch
         return self._byte(token, S, pid)
+
+    def _restart(self, S, full):
+        """Where the previous step ended a chunk (full (B, 1)), the step state at t = 0 of the next chunk (the
+        chunk committed); elsewhere S as it is. Its own method: an fp16 artifact keeps this selection in fp32,
+        else every full step would round the state it passes through (the entropy model's cache: H moves).
+        fp32 scopes match the source lines of an op's stack, so its call line calls nothing else."""
+        fresh = dict(zip(STEP_STATE_NAMES, self.from_chunk_state(self._commit(S))))
+        return {k: keep(full, fresh[k], v) for k, v in S.items()}
 
     def _plan(self, token, S):
         """Where the byte falls: full (B, 1) the previous step ended a chunk; t its position; npatch the boundaries
@@ -168,17 +178,7 @@ class DecodeStep(nn.Module):
         T, W, Pm = c.chunk_len, c.local_window, c.max_patches
         t = S["pos"]
         at = onehot(t, T)  # (B, 1, T)
-        # entropy model: causal over the chunk so far (absolute positions)
-        e = m.entropy.tok(token) + at @ m.entropy.pos  # (B, 1, de)
-        bias = ((torch.arange(T, device=t.device, dtype=t.dtype) > t) * NEG)[:, None, None, :]  # (B, 1, 1, T)
-        caches = []
-        for i, block in enumerate(m.entropy.blocks):
-            h = block.norm1(e)
-            cache = put_row(S["ent_cache"][:, i], h, at)  # (B, T, de)
-            e = e + block.attn(h, cache, bias)
-            e = e + block.mlp(block.norm2(e))
-            caches.append(cache)
-        ent = entropy(m.entropy.head(m.entropy.norm(e)))  # (B, 1)
+        ent, ent_cache = self._entropy(token, S["ent_cache"], t, at)
         # encoder byte, with the unclamped image counters of the chunk so far
         mod = S["mod_raw"]
         kb = carried_key_bias((S["seen"] + t).clamp(max=float(W)), W, 1)[..., 1:]  # (B, 1, 1, W)
@@ -194,9 +194,25 @@ class DecodeStep(nn.Module):
         mod = torch.cat([mod[:, :1] + is_boi - is_eoi,
                          mod[:, 1:] + (token >= FIRST_CODE_ID).to(t.dtype) - n_img * is_eoi], dim=1)
         S.update(context=torch.cat([S["context"][:, 1:], token], dim=1), pos=t + 1.0, ent_prev=ent, mod_raw=mod,
-                 ent_cache=torch.stack(caches, dim=1), enc_window=enc_win, dec_window=dec_win,
+                 ent_cache=ent_cache, enc_window=enc_win, dec_window=dec_win,
                  xbuf=put_row(S["xbuf"], x, at), pidbuf=torch.where(at[:, 0] > 0, pid, S["pidbuf"]))
         return (logits, *(S[k] for k in STEP_STATE_NAMES))
+
+    def _entropy(self, token, ent_cache, t, at):
+        """The entropy model for the byte at position t (B, 1), one-hot at (B, 1, T): causal over the chunk so
+        far (absolute positions) -> H (B, 1), the new ent_cache (B, Le, T, de). Its own method, like `_plan`: the
+        patch decisions hang on H > theta, so an fp16 artifact keeps both in fp32."""
+        m, T = self.model, self.model.cfg.chunk_len
+        e = m.entropy.tok(token) + at @ m.entropy.pos  # (B, 1, de)
+        bias = ((torch.arange(T, device=t.device, dtype=t.dtype) > t) * NEG)[:, None, None, :]  # (B, 1, 1, T)
+        caches = []
+        for i, block in enumerate(m.entropy.blocks):
+            h = block.norm1(e)
+            cache = put_row(ent_cache[:, i], h, at)  # (B, T, de)
+            e = e + block.attn(h, cache, bias)
+            e = e + block.mlp(block.norm2(e))
+            caches.append(cache)
+        return entropy(m.entropy.head(m.entropy.norm(e))), torch.stack(caches, dim=1)
 
     def _close(self, S, npatch, do, end):
         """Run the latent layers for the patch slot min(npatch - 1, Pm - 1), complete where do (B, 1) is set;

@@ -55,6 +55,10 @@ class Artifact:
     build_seconds: float
     parity: Parity
     settings: dict = field(default_factory=dict)
+    # further entry points built into this artifact (files under <key>/<method>/): method -> its parity;
+    # "decode" in `decode` is the check that stepping through them reproduces the chunk forward
+    methods: dict[str, Parity] = field(default_factory=dict)
+    decode: Parity | None = None
 
     @property
     def key(self) -> str:
@@ -101,22 +105,53 @@ def parse_manifest(text: str, where: str = MANIFEST) -> Manifest:
     signature = _require(raw, "signature", dict, "manifest")
     for key in ("inputs", "state", "outputs"):
         _require(signature, key, list, "signature")
+    methods = _check_methods(signature)
     artifacts = {}
     for key, a in _require(raw, "artifacts", dict, "manifest").items():
         where_a = f"artifacts.{key}"
         files = [FileEntry(**check_file(f, where_a)) for f in _require(a, "files", list, where_a)]
-        p = _require(a, "parity", dict, where_a)
-        if p.get("verdict") not in VERDICTS:
-            raise BundleError(f"manifest: {where_a}.parity.verdict must be one of {VERDICTS}")
+        carried = a.get("methods", {})
+        if not isinstance(carried, dict) or set(carried) - set(methods):
+            raise BundleError(f"manifest: {where_a}.methods must map method names of signature.methods to "
+                              "their parity; re-export the bundle")
         artifacts[key] = Artifact(
             target=_require(a, "target", str, where_a), precision=_require(a, "precision", str, where_a),
             files=files, toolchain=_require(a, "toolchain", dict, where_a),
             requirements=_require(a, "requirements", dict, where_a),
             build_seconds=float(_require(a, "build_seconds", (int, float), where_a)),
-            parity=Parity(**{k: p[k] for k in ("verdict", "method", "tolerance", "cases", "worst", "notes") if k in p}),
+            parity=_parity(_require(a, "parity", dict, where_a), f"{where_a}.parity"),
             settings=a.get("settings", {}),
+            methods={m: _parity(p, f"{where_a}.methods.{m}") for m, p in carried.items()},
+            decode=_parity(a["decode"], f"{where_a}.decode") if a.get("decode") is not None else None,
         )
     return Manifest(model=model, signature=signature, artifacts=artifacts, updated=raw.get("updated", ""))
+
+
+def _parity(p, where: str) -> Parity:
+    if not isinstance(p, dict) or p.get("verdict") not in VERDICTS:
+        raise BundleError(f"manifest: {where}.verdict must be one of {VERDICTS}")
+    return Parity(**{k: p[k] for k in ("verdict", "method", "tolerance", "cases", "worst", "notes") if k in p})
+
+
+def _check_methods(signature: dict) -> list[str]:
+    """The names of the signature's methods, each a plain identifier with inputs/state/outputs lists, and
+    the decode roles naming only them."""
+    from runtimes.decode import name_problem, roles_problem
+
+    methods = signature.get("methods", {})
+    if not isinstance(methods, dict):
+        raise BundleError("manifest: signature.methods should be an object; re-export the bundle")
+    for name, m in methods.items():
+        why = name_problem(name)
+        if why:
+            raise BundleError(f"manifest: {why}; re-export the bundle")
+        for key in ("inputs", "state", "outputs"):
+            _require(m if isinstance(m, dict) else {}, key, list, f"signature.methods.{name}")
+    decode = signature.get("decode", {})
+    why = roles_problem(decode, list(methods)) if isinstance(decode, dict) else "signature.decode should be an object"
+    if why:
+        raise BundleError(f"manifest: {why}; re-export the bundle")
+    return list(methods)
 
 
 def check_file(f, where: str) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from runtimes import backends
 from runtimes.bundle import Artifact, Manifest, file_problems
+from runtimes.decode import decoding
 from runtimes.errors import BackendUnavailable
 from runtimes.profile import HardwareProfile
 
@@ -58,13 +59,16 @@ def rank(manifest: Manifest, profile: HardwareProfile, bundle: Path | None = Non
 
     out = []
     for key, art in sorted(manifest.artifacts.items(), key=sort_key):
+        generation = "" if "decode" not in manifest.signature else (
+            ", generates by stepping" if decoding(manifest.signature, art.methods) == "step" else
+            ", generates by recomputing chunks (no decode methods)")
         problem = requirement_problem(art, profile)
         if not problem and bundle is not None:
             bad = file_problems(bundle, art)
             problem = ("integrity: " + "; ".join(bad)) if bad else ""
         preferred = art.target in order
-        reason = problem or (f"{art.target} {art.precision}, verification {art.parity.verdict}" if preferred
-                             else f"runs here, but not used on {profile.kind} machines unless asked for")
+        reason = problem or (f"{art.target} {art.precision}, verification {art.parity.verdict}{generation}"
+                             if preferred else f"runs here, but not used on {profile.kind} machines unless asked for")
         out.append(Candidate(key, art.target, not problem, reason, preferred))
     if "reference" in manifest.model:
         why = backends.get(EAGER).problem(eager_requirements(manifest), profile)

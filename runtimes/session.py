@@ -37,12 +37,15 @@ class Choice:
         return "\n".join(lines)
 
 
-def _runner(bundle: Path, manifest: Manifest, cand: Candidate, profile: HardwareProfile) -> Callable:
+def _runner(bundle: Path, manifest: Manifest, cand: Candidate, profile: HardwareProfile, method: str = "") -> Callable:
+    """The chunk forward of a candidate, or with `method` one of its further entry points."""
     if cand.target == EAGER:
-        return backends.get(EAGER).load(reference_path(bundle, manifest), eager_requirements(manifest), profile)
+        needs = eager_requirements(manifest) | ({"method": method} if method else {})
+        return backends.get(EAGER).load(reference_path(bundle, manifest), needs, profile)
     art = manifest.artifacts[cand.key]
     verify_files(bundle, art)  # hashes checked right before loading anything executable
-    return backends.get(art.target).load(bundle / cand.key, art.requirements, profile)
+    return backends.get(art.target).load(bundle / cand.key / method if method else bundle / cand.key,
+                                         art.requirements, profile)
 
 
 def _fingerprint(profile: HardwareProfile, manifest: Manifest) -> str:
@@ -119,7 +122,8 @@ def load(bundle: str | Path, backend: str | None = None, profile: HardwareProfil
         except Exception as exc:  # a backend failing to load is a reason to fall back, not to stop
             skipped.append(Candidate(cand.key, cand.target, False, f"failed to load: {type(exc).__name__}: {exc}"))
             continue
-        return Session(bundle, manifest, run, Choice(cand.key, cand.target, cand.reason, skipped))
+        return Session(bundle, manifest, run, Choice(cand.key, cand.target, cand.reason, skipped),
+                       lambda method, cand=cand: _runner(bundle, manifest, cand, profile, method))
     reasons = "; ".join(f"{c.key}: {c.reason}" for c in skipped)
     raise BackendUnavailable(f"nothing in {bundle} can run here ({reasons})")
 
@@ -128,9 +132,11 @@ class Session:
     """run / new_state / generate / stream over one backend; inputs are checked before the backend sees them.
     Calls are serialised by a lock, so one Session may be shared by several threads."""
 
-    def __init__(self, bundle: Path, manifest: Manifest, run: Callable, backend: Choice):
+    def __init__(self, bundle: Path, manifest: Manifest, run: Callable, backend: Choice,
+                 load_method: Callable[[str], Callable] | None = None):
         self.bundle, self.manifest, self.backend = bundle, manifest, backend
         self._run, self._lock = run, threading.Lock()
+        self._load_method, self._methods = load_method, {}
         sig = manifest.signature
         self._inputs, self._state, self._outputs = sig["inputs"], sig["state"], sig["outputs"]
         dyn = sig.get("dynamic", {}).get("batch", {"min": 1, "max": 1})
@@ -201,17 +207,53 @@ class Session:
         n = len(self._outputs)
         return [np.asarray(o) for o in outs[:n]], [np.asarray(s) for s in outs[n:]]
 
+    # ----- further entry points (runtimes.decode) ---------------------------------------------------------
+    @property
+    def methods(self) -> list[str]:
+        """The entry points besides the chunk forward that this session's artifact carries."""
+        if self.backend.target == EAGER:
+            return list(self.manifest.signature.get("methods", {}))
+        art = self.manifest.artifacts.get(self.backend.key)
+        return list(art.methods) if art is not None else []
+
+    def call_method(self, name: str, *arrays: np.ndarray) -> list[np.ndarray]:
+        """Run entry point `name` (its signature in manifest.signature["methods"]) on numpy arrays; loaded
+        through this session's backend on first use. Inputs are not checked: for the decode protocol."""
+        if name not in self.methods or self._load_method is None:
+            raise InputError(f"{self.backend.key} carries no method {name!r}; it has {self.methods or 'none'}")
+        with self._lock:
+            if name not in self._methods:
+                self._methods[name] = self._load_method(name)
+            return self._methods[name](*arrays)
+
+    @property
+    def decoding(self) -> str:
+        """How this session generates: "step" (one token per call through the decode methods) or "recompute"
+        (the current partial chunk recomputed for every byte: artifacts without the decode methods)."""
+        from runtimes.decode import decoding
+
+        return decoding(self.manifest.signature, self.methods)
+
+    def decoder(self, light: bool = True):
+        """A runtimes.decode.Decoder over this session's decode methods (light=False: never the light step)."""
+        from runtimes.decode import Decoder
+
+        sig = self.manifest.signature
+        n_out = {m: len(s["outputs"]) for m, s in sig.get("methods", {}).items()}
+        return Decoder(lambda m, arrays: self.call_method(m, *arrays), sig.get("decode", {}), n_out, light)
+
     # ----- generation (runtimes.generate) -------------------------------------------------------------
     def stream(self, prompt: bytes, max_new_bytes: int = 200, temperature: float = 0.0, top_k: int = 0,
-               seed: int = 0, on_image: Callable[[np.ndarray], None] | None = None) -> Iterator[bytes]:
+               seed: int = 0, on_image: Callable[[np.ndarray], None] | None = None,
+               decode: str = "auto") -> Iterator[bytes]:
         """Yield generated bytes as they come (see runtimes.generate.stream)."""
         from runtimes.generate import stream
 
-        return stream(self, prompt, max_new_bytes, temperature, top_k, seed, on_image)
+        return stream(self, prompt, max_new_bytes, temperature, top_k, seed, on_image, decode)
 
     def generate(self, prompt: bytes, max_new_bytes: int = 200, temperature: float = 0.0, top_k: int = 0,
-                 seed: int = 0, on_image: Callable[[np.ndarray], None] | None = None) -> bytes:
-        return b"".join(self.stream(prompt, max_new_bytes, temperature, top_k, seed, on_image))
+                 seed: int = 0, on_image: Callable[[np.ndarray], None] | None = None, decode: str = "auto") -> bytes:
+        return b"".join(self.stream(prompt, max_new_bytes, temperature, top_k, seed, on_image, decode))
 
     def decode_image(self, codes: list[int]) -> np.ndarray:
         """Image codes -> (H, W) grey image in [0, 1], through the bundle's visual codebook."""

@@ -12,8 +12,14 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 
 def _v(op, name, default=None):
-    x = op.inputs.get(name)
-    return default if x is None else x.val
+    """The value bound to input `name` of `op`, read straight from the op's input table and the Var's value
+    holder: `op.inputs` builds a new dict and `Var.val` scans the value for symbols on every access, and
+    this runs for every input of every op evaluated (the evaluator's values are concrete)."""
+    x = op._input_vars.get(name)
+    if x is None:
+        return default
+    held = x._sym_val
+    return x.val if held is None else held.val
 
 
 def _ints(op, name, default):

@@ -46,16 +46,29 @@ def _np_dtype(var):
     return types.nptype_from_builtin(var.dtype)
 
 
-def _work(arr, var):
+def _kind_of(var) -> tuple:
+    """(fp16, NumPy dtype, tensor) of a Var: what its working representation is."""
+    fp16 = _is_fp16(var)
+    return fp16, (np.float32 if fp16 else _np_dtype(var)), types.is_tensor(var.sym_type)
+
+
+def _work(arr, var, kinds: dict | None = None):
     """The working representation of a value of `var`: fp16 -> float32 holding fp16-rounded values;
-    other tensors -> ndarray of the declared dtype; scalars -> NumPy scalar; str/bool/lists untouched."""
+    other tensors -> ndarray of the declared dtype; scalars -> NumPy scalar; str/bool/lists untouched.
+    kinds: a cache of each Var's _kind_of (by id, for Vars of one live program)."""
     if isinstance(arr, (str, bytes, list, tuple)) or arr is None:
         return arr
-    if _is_fp16(var):
+    if kinds is None:
+        fp16, want, tensor = _kind_of(var)
+    else:
+        kind = kinds.get(id(var))
+        if kind is None:
+            kind = kinds[id(var)] = _kind_of(var)
+        fp16, want, tensor = kind
+    if fp16:
         a = np.asarray(arr, dtype=np.float16).astype(np.float32)
-        return a if types.is_tensor(var.sym_type) else a[()]
-    want = _np_dtype(var)
-    if types.is_tensor(var.sym_type):
+        return a if tensor else a[()]
+    if tensor:
         return np.asarray(arr).astype(want, copy=False)
     if isinstance(arr, np.ndarray) and arr.ndim == 0:
         arr = arr[()]
@@ -118,43 +131,53 @@ def _retype(op):
         var._sym_type = t
 
 
-def run_block(block, stats: Stats, prefer_builtin: bool, retype: bool = False, states: dict | None = None):
+class _Run:
+    """One evaluation: the stats, whether to prefer value_inference, whether ops must be re-typed (an input
+    shape changed), the states, and the program's cache of Var kinds."""
+
+    def __init__(self, stats: Stats, prefer_builtin: bool, retype: bool, states: dict | None, kinds: dict):
+        self.stats, self.prefer_builtin, self.retype, self.states, self.kinds = (stats, prefer_builtin, retype,
+                                                                                 states, kinds)
+
+
+def run_block(block, run: _Run):
+    kinds = run.kinds
     for op in block.operations:
-        if op.op_type == "read_state":  # iOS18 states: the value lives in `states`, keyed by state name
-            _bind(op.outputs[0], _work(states[op.input.name], op.outputs[0]))
+        t = op.op_type
+        if t == "const":
+            # loaded consts hold their value: bound once in working form (fp16 -> fp32 values), then kept
+            out = op.outputs[0]
+            if not isinstance(out._sym_val, _Box):
+                _bind(out, _work(out.val, out, kinds))
             continue
-        if op.op_type == "coreml_update_state":
-            v = _work(op.value.val, op.outputs[0])
-            states[op.state.name] = v
+        if t == "read_state":  # iOS18 states: the value lives in `states`, keyed by state name
+            _bind(op.outputs[0], _work(run.states[op.input.name], op.outputs[0], kinds))
+            continue
+        if t == "coreml_update_state":
+            v = _work(op.value.val, op.outputs[0], kinds)
+            run.states[op.state.name] = v
             _bind(op.outputs[0], v)
             continue
-        if op.op_type == "const":
-            # loaded consts already hold their value; re-bind in working form (fp16 -> fp32 values)
-            _bind(op.outputs[0], _work(op.outputs[0].val if not isinstance(op.outputs[0]._sym_val, _Box)
-                                       else op.outputs[0]._sym_val.val, op.outputs[0]))
-            continue
         if op.blocks:
-            vals = _run_control_flow(op, stats, prefer_builtin, retype, states)
-            for var, v in zip(op.outputs, vals):
-                _bind(var, _work(v, var))
-            continue
-        if retype:
-            _retype(op)
-        vals = _run_op(op, stats, prefer_builtin)
+            vals = _run_control_flow(op, run)
+        else:
+            if run.retype:
+                _retype(op)
+            vals = _run_op(op, run.stats, run.prefer_builtin)
         for var, v in zip(op.outputs, vals):
-            _bind(var, _work(v, var))
+            _bind(var, _work(v, var, kinds))
 
 
 def _block_values(block):
     return [v._sym_val.val for v in block.outputs]
 
 
-def _run_control_flow(op, stats, prefer_builtin, retype, states):
+def _run_control_flow(op, run: _Run):
     """Nested blocks: cond (blocks = [true, false], no block inputs) and while_loop
     (blocks = [cond, body], each with block.inputs bound to the current loop vars)."""
     if op.op_type == "cond":
         block = op.blocks[0] if bool(np.asarray(op.pred.val)) else op.blocks[1]
-        run_block(block, stats, prefer_builtin, retype, states)
+        run_block(block, run)
         return _block_values(block)
     if op.op_type == "while_loop":
         cond_b, body_b = op.blocks
@@ -162,13 +185,13 @@ def _run_control_flow(op, stats, prefer_builtin, retype, states):
         for _ in range(1 << 20):
             for var, v in zip(cond_b.inputs, cur):
                 _bind(var, v)
-            run_block(cond_b, stats, prefer_builtin, retype, states)
+            run_block(cond_b, run)
             if not bool(np.asarray(_block_values(cond_b)[0])):
                 return cur
             for var, v in zip(body_b.inputs, cur):
                 _bind(var, v)
-            run_block(body_b, stats, prefer_builtin, retype, states)
-            cur = [_work(v, var) for v, var in zip(_block_values(body_b), body_b.outputs)]
+            run_block(body_b, run)
+            cur = [_work(v, var, run.kinds) for v, var in zip(_block_values(body_b), body_b.outputs)]
         raise RuntimeError(f"while_loop {op.name} did not terminate")
     raise Unsupported(f"control flow op {op.op_type} ({op.name}) is not supported by this evaluator")
 
@@ -182,6 +205,8 @@ def evaluate(prog, feeds: dict, prefer_builtin: bool = False, stats: Stats | Non
     if not hasattr(prog, "_declared_shapes"):  # before any specialisation: symbols mark dynamic dims
         prog._declared_shapes = {n: tuple(v.shape) for n, v in fn.inputs.items()
                                  if types.is_tensor(v.sym_type)}
+    if not hasattr(prog, "_var_kinds"):
+        prog._var_kinds = {}  # id(Var) -> _kind_of(Var), for this program's Vars (alive as long as it is)
     retype = False
     for name, var in fn.inputs.items():
         if types.is_state(var.sym_type):
@@ -203,9 +228,13 @@ def evaluate(prog, feeds: dict, prefer_builtin: bool = False, stats: Stats | Non
             # dynamic (RangeDim / enumerated) input, or a previous call specialised it to another shape
             var._sym_type = types.tensor(var.dtype, arr.shape)
             retype = True
-        _bind(var, _work(arr, var))
-    with fn:  # some ops' type inference (re-run for a new input shape) asks for the current block
-        run_block(fn, stats, prefer_builtin, retype, states)
+        _bind(var, _work(arr, var, prog._var_kinds))
+    run = _Run(stats, prefer_builtin, retype, states, prog._var_kinds)
+    if retype:
+        with fn:  # some ops' type inference (re-run for a new input shape) asks for the current block
+            run_block(fn, run)
+    else:  # (entering a block re-walks the whole program on exit: skipped when nothing is re-typed)
+        run_block(fn, run)
     if states is not None:  # hand states back in their declared dtype (fp16)
         for name, var in fn.inputs.items():
             if types.is_state(var.sym_type):

@@ -12,6 +12,7 @@ Layouts follow MIL: x is (n, C, *D) with 1 to 3 spatial dims D; pads are [d0_beg
 from __future__ import annotations
 
 import math
+import operator
 
 import numpy as np
 
@@ -246,8 +247,52 @@ def _constexpr_blockwise_shift_scale(op):
     return data * scale
 
 
+def _binary(fn):
+    """An elementwise binary op with broadcasting (MIL's add, mul, greater...): fn(x, y), as its value_inference
+    computes it without the per-call checks around it (the interpreter casts to the declared dtype)."""
+    def impl(op):
+        return fn(_v(op, "x"), _v(op, "y"))
+
+    return impl
+
+
+def _unary(fn):
+    def impl(op):
+        return fn(_v(op, "x"))
+
+    return impl
+
+
+def _clip(op):
+    return np.minimum(np.maximum(_v(op, "x"), _v(op, "alpha")), _v(op, "beta"))
+
+
+def _inverse(op):
+    return np.reciprocal(_v(op, "x") + _v(op, "epsilon", 1e-4))
+
+
+def _log(op):
+    return np.log(_v(op, "x") + _v(op, "epsilon", 1e-45))
+
+
+# the elementwise ops: the operators of their value_inference (coremltools' defs/iOS15/elementwise_*.py)
+ELEMENTWISE = {
+    "add": operator.add, "sub": operator.sub, "mul": operator.mul, "real_div": operator.truediv,
+    "floor_div": operator.floordiv, "pow": operator.pow, "maximum": np.maximum, "minimum": np.minimum,
+    "equal": np.equal, "not_equal": np.not_equal, "greater": np.greater, "greater_equal": np.greater_equal,
+    "less": np.less, "less_equal": np.less_equal, "logical_and": np.logical_and, "logical_or": np.logical_or,
+    "logical_xor": np.logical_xor,
+}
+UNARY = {"abs": np.abs, "sqrt": np.sqrt, "exp": np.exp, "logical_not": np.logical_not, "floor": np.floor,
+         "ceil": np.ceil, "sign": np.sign, "tanh": np.tanh, "sin": np.sin, "cos": np.cos}
+
 CUSTOM = {
     # ops that either lack value_inference or whose value_inference is slow/fragile
+    **{t: _binary(fn) for t, fn in ELEMENTWISE.items()},
+    **{t: _unary(fn) for t, fn in UNARY.items()},
+    "clip": _clip,
+    "inverse": _inverse,
+    "log": _log,
     "softmax": _softmax,
     "cumsum": _cumsum,
     "rsqrt": _rsqrt,

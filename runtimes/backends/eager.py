@@ -52,5 +52,13 @@ def loader(name: str):
 
 
 def load(path: Path, requirements: dict, profile):
+    """requirements["method"], when given, names one of the model's further entry points: the reference
+    module provides it as `entry_point(name)`."""
     model = loader(requirements.get("loader", ""))(Path(path)).eval()
+    method = requirements.get("method")
+    if method:
+        if not hasattr(model, "entry_point"):
+            raise BackendUnavailable(f"the reference model has no entry_point(name), so its method {method!r} "
+                                     "cannot run eagerly")
+        model = model.entry_point(method).eval()
     return torch_runner(model, copy=True)

@@ -68,6 +68,16 @@ class MaskedMean(nn.Module):
         return mean, keep.any(-1), ~keep                 # (B, C), (B,) bool, (B, T) bool
 
 
+class BoolLogic(nn.Module):
+    """Bool tensors combined with | and ^ (coremltools converts only & and ~ of the bitwise ops), and a clamp
+    whose bounds mix a float and an int (the ONNX exporter's type promotion then rejects it)."""
+
+    def forward(self, x, keep):                          # (B, 6), (B, 6) bool
+        hot = (x > 0.5) | keep
+        odd = (x < -0.5) ^ keep
+        return x.clamp(min=0.0, max=1) + hot.to(x.dtype), hot, odd  # (B, 6) each
+
+
 class CausalAttention(nn.Module):
     """nanoGPT-style attention: a causal mask buffer sliced to the sequence length (here its full size,
     which torch.export records as aten.alias)."""
@@ -152,6 +162,8 @@ def specs() -> dict[str, ExportSpec]:
         "masked": spec("masked", MaskedMean(), [f32("x", 6, 4), TensorInfo("keep", "bool", (6,))],
                        [f32("mean", 4), TensorInfo("any_kept", "bool", ()), TensorInfo("dropped", "bool", (6,))]),
         "attention": spec("attention", CausalAttention(), [f32("x", 16, 8)], [f32("y", 16, 8)]),
+        "bool_logic": spec("bool-logic", BoolLogic(), [f32("x", 6), TensorInfo("keep", "bool", (6,))],
+                           [f32("y", 6), TensorInfo("hot", "bool", (6,)), TensorInfo("odd", "bool", (6,))]),
         "returns_input": spec("returns-input", ReturnsInput(), [f32("x", 5)], [f32("twice", 5), f32("same", 5)]),
         "cond": spec("cond", Branch(), [f32("x", 4)], [f32("y", 4)]),
         "gru_cell": spec("gru-cell", GRUCellStep(), [f32("x", 5), f32("h", 7)], [f32("h_next", 7)]),

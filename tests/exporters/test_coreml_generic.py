@@ -39,7 +39,8 @@ def _package(bundle, precision="fp32"):
     return str(bundle / f"coreml-{precision}" / "model.mlpackage")
 
 
-MODELS = ["convnet", "conv1d", "tokens", "masked", "attention", "returns_input", "unbatched", "cond", "gru_cell"]
+MODELS = ["convnet", "conv1d", "tokens", "masked", "bool_logic", "attention", "returns_input", "unbatched", "cond",
+          "gru_cell"]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -135,6 +136,19 @@ def test_cond_is_inlined_and_lacking_ops_are_lowered(models):
     gru = Captured(models["gru_cell"]).decomposed("none")
     assert "aten.gru_cell.default" in lacking(gru)
     assert not lacking(lower_lacking(gru)) and "aten.gru_cell.default" in lacking(gru)  # the shared one intact
+
+
+def test_bool_bitwise_or_and_xor_become_logical_ops_on_a_copy(models):
+    from exporters.capture import Captured
+    from exporters.coreml_graph import lacking, prepare
+
+    shared = Captured(models["bool_logic"]).decomposed("none")
+    assert {"aten.__or__.Tensor", "aten.__xor__.Tensor"} <= set(lacking(shared))
+    prepared = prepare(shared)
+    assert not lacking(prepared) and "aten.__or__" in str(shared.graph)  # the shared program intact
+    x, keep = torch.randn(3, 6), torch.rand(3, 6) > 0.5
+    for got, want in zip(prepared.module()(x, keep), models["bool_logic"].module(x, keep)):
+        assert torch.equal(got, want)
 
 
 def test_identity_output_keeps_its_name(exported):

@@ -154,3 +154,54 @@ def test_one_hot():
     got = _evaluate(lambda v: mb.one_hot(indices=v, one_hot_vector_size=7, axis=1, on_value=2.0, off_value=-1.0), idx)
     want = np.where(idx[:, None, :] == np.arange(7)[None, :, None], 2.0, -1.0)
     np.testing.assert_array_equal(got, want)
+
+
+def _both(build, x: np.ndarray):
+    """The program `build(x_var)` evaluated with the NumPy versions (ops.CUSTOM) and with the ops' own
+    value_inference: (custom result, builtin result, the custom versions that ran)."""
+    import coremltools as ct
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    from exporters.coreml_numpy import evaluate
+    from exporters.coreml_numpy.interpreter import Stats
+
+    dtype = types.int32 if x.dtype.kind == "i" else types.fp32
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=x.shape, dtype=dtype)], opset_version=ct.target.iOS17)
+    def prog(v):
+        return build(v)
+
+    stats = Stats()
+    (custom,) = evaluate(prog, {"v": x}, stats=stats).values()
+    (builtin,) = evaluate(prog, {"v": x}, prefer_builtin=True).values()
+    return custom, builtin, stats.custom
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+def test_elementwise_ops_match_their_value_inference(dtype):
+    """The evaluator's own elementwise ops (CUSTOM, for speed) compute what coremltools' value_inference does,
+    broadcasting, int32 and the ops' epsilon included."""
+    from coremltools.converters.mil import Builder as mb
+
+    from exporters.coreml_numpy.ops import ELEMENTWISE
+
+    x = (np.random.default_rng(1).standard_normal((3, 4)) * 4).astype(dtype) + (dtype == np.int32)
+    y = (np.floor(np.abs(x[:1])) % 3 + 1).astype(dtype)  # (1, 4): broadcast, small whole, nonzero
+    for name in ELEMENTWISE:
+        if name.startswith("logical_"):
+            def build(v):
+                return getattr(mb, name)(x=mb.greater(x=v, y=dtype(0)), y=mb.less(x=v, y=dtype(2)))
+        else:
+            def build(v):
+                return getattr(mb, name)(x=v, y=y)
+        custom, builtin, ran = _both(build, x)
+        assert name in ran and custom.dtype == builtin.dtype, name
+        np.testing.assert_allclose(custom, builtin, rtol=1e-6, err_msg=name)
+    if dtype == np.float32:
+        pos = np.abs(x) + 0.5
+        for build in (lambda v: mb.clip(x=v, alpha=-1.0, beta=2.0), lambda v: mb.inverse(x=v),
+                      lambda v: mb.log(x=mb.abs(x=v)), lambda v: mb.sqrt(x=mb.abs(x=v)), lambda v: mb.exp(x=v),
+                      lambda v: mb.logical_not(x=mb.greater(x=v, y=0.0))):
+            custom, builtin, _ = _both(build, pos)
+            np.testing.assert_allclose(custom, builtin, rtol=1e-6)

@@ -30,6 +30,23 @@ def test_export_all_verifies_every_artifact(neat_bundle):
         assert target in res.output  # the summary table names every artifact
 
 
+def test_every_artifact_carries_the_decode_step_verified_against_the_chunk_forward(neat_bundle):
+    out, _ = neat_bundle
+    manifest = read_manifest(out)
+    assert manifest.signature["decode"] == {"enter": "step_enter", "step": "step", "light_step": "byte_step",
+                                            "gate": "needs_patch"}
+    for art in manifest.artifacts.values():
+        assert {m: p.verdict for m, p in art.methods.items()} == dict.fromkeys(manifest.signature["methods"],
+                                                                              EXPECTED[art.target]), art.key
+        if EXPECTED[art.target] != "passed":
+            assert art.decode is None  # nothing stepped where nothing runs: not claimed
+            continue
+        (case,) = art.decode.cases
+        assert art.decode.verdict == "passed" and art.decode.worst["argmax"] == 1.0, art.key
+        assert case["steps"]["full"] > 0 and case["steps"]["light"] > case["steps"]["full"]  # both forms ran
+        assert case["steps"]["full"] + case["steps"]["light"] == 4 * 128  # 4 chunks, one byte per call
+
+
 def test_verify_reruns_every_check(neat_bundle):
     out, _ = neat_bundle
     res = CliRunner().invoke(main, ["verify", str(out)], catch_exceptions=False)

@@ -73,19 +73,21 @@ def test_threads_give_the_same_results_as_serial_calls(session):
 PROMPT = b"def read_config(path):\n    \"\"\"Read the configuration file at path.\"\"\"\n    with open(path) as f:\n"
 
 
-def test_greedy_generation_is_identical_through_every_fp32_artifact(bundle):
+def test_stepping_generates_what_the_reference_generates_through_every_fp32_artifact(bundle):
+    prompt = PROMPT * 3  # whole chunks through the chunk forward, the rest of the prompt stepped
+    reference = runtimes.load(bundle, backend="eager").generate(prompt, 120, decode="recompute")
     texts = {}
     for backend in ("eager", "exported-fp32", "onnx-fp32", "cpu-fp32"):
-        texts[backend] = runtimes.load(bundle, backend=backend).generate(PROMPT, max_new_bytes=40)
-    assert len(set(texts.values())) == 1, texts
-    assert len(texts["eager"]) > 0
+        session = runtimes.load(bundle, backend=backend)
+        assert session.decoding == "step", backend
+        texts[backend] = session.generate(prompt, 120)  # crosses a chunk end while generating
+    assert set(texts.values()) == {reference}, texts
+    assert len(reference) == 120
 
 
-def test_generation_crosses_chunk_boundaries(session):
-    long_prompt = PROMPT * 3  # longer than one chunk: full chunks are committed to the state first
-    out = session.generate(long_prompt, max_new_bytes=20)
-    eager = runtimes.load(session.bundle, backend="eager").generate(long_prompt, max_new_bytes=20)
-    assert out == eager and len(out) == 20
+def test_the_recompute_path_still_generates_the_same(session):
+    out = session.generate(PROMPT * 2, max_new_bytes=20, decode="recompute")
+    assert out == session.generate(PROMPT * 2, max_new_bytes=20, decode="step") and len(out) == 20
 
 
 def test_sampling_is_reproducible_with_a_seed(session):

@@ -1,0 +1,90 @@
+"""Incremental decoding through a model's decode entry points: a prompt's whole chunks through the chunk
+forward (prefill), then one token per call, at the cost of one token instead of one chunk.
+
+A bundle declares the entry points it decodes with in `signature.decode`, role -> method name (the methods'
+signatures are in `signature.methods`, and each artifact carries the methods it was built with):
+
+- `enter`: inputs are the chunk forward's state, in its order (no state) -> outputs: the step state;
+- `step`: inputs one token (B, 1), state the step state -> outputs: scores (B, 1, V), then the new state;
+- optionally `light_step` with `step`'s signature, which gives the same result for less where
+  `gate(token, *step_state)` (inputs, no state) -> (B, 1) bool is false for every row.
+
+A step state is fixed in size: memory does not grow with the length generated.
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable, Sequence
+
+import numpy as np
+
+ROLES = ("enter", "step", "light_step", "gate")
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # method names become directory names inside an artifact
+
+Call = Callable[[str, Sequence[np.ndarray]], Sequence[np.ndarray]]  # (method name, arrays) -> outputs
+
+
+def roles_problem(decode: dict, methods: Sequence[str]) -> str:
+    """What is wrong with a `decode` mapping over these method names ('' when nothing)."""
+    if not decode:
+        return ""
+    unknown = sorted(set(decode) - set(ROLES))
+    if unknown:
+        return f"unknown decode role(s) {unknown}; roles are {', '.join(ROLES)}"
+    missing = [r for r in ("enter", "step") if r not in decode]
+    if missing:
+        return f"decode roles {', '.join(missing)} are missing (enter and step are required)"
+    if ("light_step" in decode) != ("gate" in decode):
+        return "decode roles light_step and gate go together (gate says where light_step may stand in for step)"
+    absent = sorted({m for m in decode.values() if m not in methods})
+    if absent:
+        return f"decode names method(s) {absent} that are not among the model's methods {sorted(methods)}"
+    return ""
+
+
+def decoding(signature: dict, methods) -> str:
+    """How an artifact carrying `methods` generates: "step" (one decode step per token) when it carries every
+    method the signature's decode roles name, else "recompute" (the partial chunk recomputed per token)."""
+    roles = signature.get("decode", {})
+    return "step" if roles and set(roles.values()) <= set(methods) else "recompute"
+
+
+def name_problem(name: str) -> str:
+    return "" if isinstance(name, str) and NAME.fullmatch(name) else (
+        f"method name {name!r} is not a plain identifier (letters, digits, _; at most 64)")
+
+
+class Decoder:
+    """The decode protocol over `call(method, arrays)`; `n_outputs[method]` is how many of a method's returned
+    arrays are outputs (the rest is its new state). Each call to `step` advances one token."""
+
+    def __init__(self, call: Call, decode: dict, n_outputs: dict[str, int], light: bool = True):
+        self.call, self.roles, self.n_outputs = call, decode, n_outputs
+        self.light = light and "light_step" in decode
+        self.full_steps = self.light_steps = 0
+
+    def enter(self, chunk_state: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The step state right after a prefill of whole chunks (or the initial chunk state)."""
+        return list(self.call(self.roles["enter"], list(chunk_state)))
+
+    def step(self, token: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """token (B, 1) -> (scores (B, V) for the next token, new step state)."""
+        role = "step"
+        if self.light and not np.asarray(self.call(self.roles["gate"], [token, *state])[0]).any():
+            role = "light_step"
+        if role == "step":
+            self.full_steps += 1
+        else:
+            self.light_steps += 1
+        name = self.roles[role]
+        outs = self.call(name, [token, *state])
+        return np.asarray(outs[0])[:, -1], [np.asarray(s) for s in outs[self.n_outputs[name]:]]
+
+    def scores(self, tokens: np.ndarray, chunk_state: Sequence[np.ndarray]) -> np.ndarray:
+        """tokens (B, N) stepped one at a time from `chunk_state` -> the scores after each, (B, N, V)."""
+        state = self.enter(chunk_state)
+        out = []
+        for i in range(tokens.shape[1]):
+            s, state = self.step(np.ascontiguousarray(tokens[:, i:i + 1]), state)
+            out.append(s)
+        return np.stack(out, axis=1)
