@@ -101,7 +101,7 @@ def verify_decode(spec: ExportSpec, runs: dict, precision: str, method: str) -> 
     """Step the artifact's decode methods (runtimes.decode.Decoder, as an app does) through DECODE_CHUNKS chunks
     of real data from the initial state, and compare the scores after every token with the reference chunk
     forward's, as verification compares outputs (masked entries left out, argmax agreement)."""
-    from exporters.verify import TOLERANCES, Case, failures, reference_run
+    from exporters.verify import TOLERANCES, Case, failures, reference_run, tie_margin
     from exporters.parity import compare
     from runtimes.decode import Decoder
 
@@ -123,7 +123,7 @@ def verify_decode(spec: ExportSpec, runs: dict, precision: str, method: str) -> 
         return Parity(verdict="failed", method=method, tolerance=tol.to_dict(),
                       notes=f"stepping raised {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}")
     info = spec.outputs[0]
-    metrics = compare(ref, got, info.ignore_below, rows=info.name in spec.argmax)
+    metrics = compare(ref, got, info.ignore_below, rows=info.name in spec.argmax, tie=tie_margin(precision))
     bad = failures({info.name: metrics}, precision, spec, None)
     case = {"name": f"decode, real data ({lo} x {tokens.shape[1]} tokens, one per call)", "batch": lo,
             "chunks": len(chunks), "tensors": {info.name: metrics},

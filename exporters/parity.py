@@ -4,11 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def compare(ref: np.ndarray, got: np.ndarray, ignore_below: float | None = None, rows: bool = False) -> dict:
+def compare(ref: np.ndarray, got: np.ndarray, ignore_below: float | None = None, rows: bool = False,
+            tie: float = 0.0) -> dict:
     """Figures of `got` against `ref` (same shape, float): max abs error, the error relative to the
     reference's scale (max abs / max(1, max |ref|)), cosine similarity, finiteness of both. Entries where the
     reference is at or below `ignore_below` (a declared mask) are left out. rows=True: the tensor is scores
-    over its last dim: cosine is the minimum over rows and the argmax agreement is added."""
+    over its last dim: cosine is the minimum over rows and the argmax agreement is added, over the rows whose
+    reference top-two margin exceeds `tie` x the scale (a near tie within the precision's error may go either
+    way; "ties" counts the rows left out)."""
     ref, got = ref.astype(np.float64), got.astype(np.float64)
     keep = np.ones(ref.shape, bool) if ignore_below is None else ref > ignore_below
     keep &= np.isfinite(ref)
@@ -30,5 +33,10 @@ def compare(ref: np.ndarray, got: np.ndarray, ignore_below: float | None = None,
     if rows and r.ndim:
         masked_got = np.where(keep, got, -np.inf).reshape(r2.shape)
         masked_ref = np.where(keep, ref, -np.inf).reshape(r2.shape)
-        out["argmax"] = float((masked_got.argmax(-1) == masked_ref.argmax(-1)).mean())
+        top2 = np.sort(masked_ref, axis=-1)[:, -2:] if masked_ref.shape[-1] > 1 else np.zeros((len(r2), 2))
+        with np.errstate(invalid="ignore"):  # -inf - -inf in a row that is all masked
+            decided = ~((top2[:, 1] - top2[:, 0]) <= tie * scale)
+        agree = masked_got.argmax(-1) == masked_ref.argmax(-1)
+        out["argmax"] = float(agree[decided].mean()) if decided.any() else 1.0
+        out["ties"] = int((~decided).sum())
     return out

@@ -105,7 +105,14 @@ def reference_runner(spec: ExportSpec) -> Runner:
     return torch_runner(spec.module.eval(), copy=True)
 
 
-def compare_tensors(spec: ExportSpec, ref: tuple, got: tuple) -> dict:
+def tie_margin(precision: str) -> float:
+    """Reference top-two margins (relative to the scale) within which argmax may flip at this precision:
+    twice its error tolerance (no exemption where the error is not bounded: int8)."""
+    err = TOLERANCES[precision].error
+    return 2.0 * err if err is not None else 0.0
+
+
+def compare_tensors(spec: ExportSpec, ref: tuple, got: tuple, precision: str = "fp32") -> dict:
     """{tensor name: metrics} for every output and state tensor, each stacked over the case's chunks."""
     out = {}
     infos = [*spec.outputs, *[replace(t, name=f"new_{t.name}") for t in spec.state]]
@@ -117,7 +124,7 @@ def compare_tensors(spec: ExportSpec, ref: tuple, got: tuple) -> dict:
         elif info.dtype in ("bool", "int32", "int64"):
             out[info.name] = {"mismatches": int((r != g).sum()), "finite": True, "reference_finite": True}
         else:
-            out[info.name] = compare(r, g, info.ignore_below, rows=info.name in spec.argmax)
+            out[info.name] = compare(r, g, info.ignore_below, rows=info.name in spec.argmax, tie=tie_margin(precision))
     return out
 
 
@@ -186,7 +193,7 @@ def verify(spec: ExportSpec, run: Runner, precision: str, method: str) -> Parity
             return Parity(verdict="failed", method=method, tolerance=TOLERANCES[precision].to_dict(),
                           cases=per_case, notes=why)
         tensors = compare_tensors(spec, [o + s for o, s in zip(ref_out, ref_state)],
-                                  [o + s for o, s in zip(got_out, got_state)])
+                                  [o + s for o, s in zip(got_out, got_state)], precision)
         per_case.append({"name": case.name, "batch": case.batch, "chunks": len(case.chunks), "tensors": tensors})
         if case.name.startswith("real") and spec.score is not None:
             s_ref = spec.score(case.chunks, [o[0] for o in ref_out])

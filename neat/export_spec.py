@@ -20,7 +20,9 @@ LONG_STREAM_CHUNKS = 64  # the verification stream: long enough that a diverging
 # and the whole patch layout (and every state after it) changes, so the entropy model, entropy() and the
 # threshold stay fp32 (2 small layers). With the threshold alone kept fp32, random token chunks still flipped.
 FP32_SCOPES = ("patch_starts(", "self.entropy(tokens)")
-STEP_FP32_SCOPES = ()  # the decode step's discrete decisions (its own entropy model and patch plan)
+# the decode step's: its patch plan, its entropy model and the chunk restart (which passes the entropy cache
+# through a select: in fp16 that rounding alone moved H next to theta and flipped a boundary); not step_enter's
+STEP_FP32_SCOPES = ("self._plan(", "self._entropy(", "self._restart(")
 
 
 def _real_text(model: NeatModel):
@@ -54,16 +56,14 @@ def step_methods(model: NeatModel, batch: tuple[int, int], real_data) -> dict[st
     V, T = model.cfg.vocab_size, model.cfg.chunk_len
     token = model.example_inputs(1)[0][:, :1]
     state = dict(zip(STEP_STATE_NAMES, step.step_state(1)))
-    common = dict(batch=batch, fp32_scopes=STEP_FP32_SCOPES)
-    stepping = dict(state=state, init_state=step.step_state, input_names=("token",), output_names=("logits",),
-                    data=_real_bytes(real_data),
+    stepping = dict(batch=batch, fp32_scopes=STEP_FP32_SCOPES, state=state, init_state=step.step_state,
+                    input_names=("token",), output_names=("logits",), data=_real_bytes(real_data),
                     ranges={"token": (0, V), "context": (0, V)}, ignore_below={"logits": MASK_BELOW},
-                    argmax=("logits",), **common)
+                    argmax=("logits",))
     return {
         "step_enter": describe(Method(step, METHODS["step_enter"]), tuple(model.init_state(1)), name="step_enter",
                                input_names=STATE_NAMES, output_names=[f"step_{n}" for n in STEP_STATE_NAMES],
-                               ranges={"context": (0, V)},
-                               **common),
+                               ranges={"context": (0, V)}, batch=batch),
         # the full step past a chunk end; the light one within a chunk, where it is used (the decode check
         # in exporters.methods steps the whole protocol through several chunks)
         "step": describe(Method(step, METHODS["step"]), (token,), name="step", long_stream_chunks=T + 8, **stepping),
@@ -71,7 +71,8 @@ def step_methods(model: NeatModel, batch: tuple[int, int], real_data) -> dict[st
                               long_stream_chunks=T // 4, **stepping),
         "needs_patch": describe(Method(step, METHODS["needs_patch"]), (token, *state.values()), name="needs_patch",
                                 input_names=("token", *STEP_STATE_NAMES), output_names=("needs_patch",),
-                                ranges={"token": (0, V), "context": (0, V)}, **common),
+                                ranges={"token": (0, V), "context": (0, V)}, batch=batch,
+                                fp32_scopes=STEP_FP32_SCOPES),
     }
 
 

@@ -6,6 +6,9 @@ import torch
 from neat import NeatModel, preset
 
 os.environ["COLUMNS"] = "200"  # the CLI's tables unwrapped, however the tests are run (a tty, a log)
+# the graphs verified here are tiny (one chunk, one byte): on a shared 2-core machine a second intra-op thread
+# mostly waits, and a busy neighbour made a decode step 50x slower with two threads than with one
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

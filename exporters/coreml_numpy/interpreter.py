@@ -4,7 +4,8 @@ blocks (cond, while_loop) and iOS18 states included.
 
 fp16 emulation: every fp16 Var is held as a float32 array whose values are rounded to fp16 after the op
 that produces it (compute in fp32, round each op output to fp16, which is what the Core ML CPU/GPU
-backends do up to accumulation order). Results are returned in the declared output dtype.
+backends do up to accumulation order); an op that only moves or picks values (ops.PICKING: its fp16 inputs'
+values are fp16 values already) skips the rounding. Results are returned in the declared output dtype.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from exporters.coreml_numpy.ops import CUSTOM
+from exporters.coreml_numpy.ops import CUSTOM, PICKING
 from runtimes.errors import EvaluationUnsupported
 
 logging.getLogger("coremltools").setLevel(logging.ERROR)  # off macOS it logs its missing native parts
@@ -52,10 +53,11 @@ def _kind_of(var) -> tuple:
     return fp16, (np.float32 if fp16 else _np_dtype(var)), types.is_tensor(var.sym_type)
 
 
-def _work(arr, var, kinds: dict | None = None):
+def _work(arr, var, kinds: dict | None = None, rounded: bool = False):
     """The working representation of a value of `var`: fp16 -> float32 holding fp16-rounded values;
     other tensors -> ndarray of the declared dtype; scalars -> NumPy scalar; str/bool/lists untouched.
-    kinds: a cache of each Var's _kind_of (by id, for Vars of one live program)."""
+    kinds: a cache of each Var's _kind_of (by id, for Vars of one live program). rounded: the values are
+    fp16 values already (an op that only moves or picks its fp16 inputs' values), no rounding needed."""
     if isinstance(arr, (str, bytes, list, tuple)) or arr is None:
         return arr
     if kinds is None:
@@ -66,7 +68,7 @@ def _work(arr, var, kinds: dict | None = None):
             kind = kinds[id(var)] = _kind_of(var)
         fp16, want, tensor = kind
     if fp16:
-        a = np.asarray(arr, dtype=np.float16).astype(np.float32)
+        a = np.asarray(arr, dtype=np.float32) if rounded else np.asarray(arr, dtype=np.float16).astype(np.float32)
         return a if tensor else a[()]
     if tensor:
         return np.asarray(arr).astype(want, copy=False)
@@ -164,8 +166,9 @@ def run_block(block, run: _Run):
             if run.retype:
                 _retype(op)
             vals = _run_op(op, run.stats, run.prefer_builtin)
+        rounded = t in PICKING
         for var, v in zip(op.outputs, vals):
-            _bind(var, _work(v, var, kinds))
+            _bind(var, _work(v, var, kinds, rounded))
 
 
 def _block_values(block):

@@ -286,6 +286,14 @@ ELEMENTWISE = {
 UNARY = {"abs": np.abs, "sqrt": np.sqrt, "exp": np.exp, "logical_not": np.logical_not, "floor": np.floor,
          "ceil": np.ceil, "sign": np.sign, "tanh": np.tanh, "sin": np.sin, "cos": np.cos}
 
+# ops whose output values are some of their inputs' values (moved, picked, or compared and picked): of the
+# same dtype (MIL types them so), fp16 outputs of these hold fp16 values already, and the evaluator skips
+# rounding them (in a step over large state tensors, rounding is most of the evaluation's time)
+PICKING = frozenset({"select", "reshape", "transpose", "slice_by_index", "slice_by_size", "concat", "stack",
+                     "expand_dims", "squeeze", "tile", "gather", "gather_nd", "gather_along_axis", "split",
+                     "identity", "reverse", "reduce_max", "reduce_min", "maximum", "minimum", "clip", "relu",
+                     "fill", "fill_like"})
+
 CUSTOM = {
     # ops that either lack value_inference or whose value_inference is slow/fragile
     **{t: _binary(fn) for t, fn in ELEMENTWISE.items()},

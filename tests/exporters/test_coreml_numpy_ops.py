@@ -205,3 +205,26 @@ def test_elementwise_ops_match_their_value_inference(dtype):
                       lambda v: mb.logical_not(x=mb.greater(x=v, y=0.0))):
             custom, builtin, _ = _both(build, pos)
             np.testing.assert_allclose(custom, builtin, rtol=1e-6)
+
+
+def test_fp16_ops_that_only_pick_values_are_exact_without_rounding():
+    """ops.PICKING outputs are not rounded again: their fp16 inputs hold fp16 values, so the results are those
+    of fp16 arithmetic all the same."""
+    from coremltools.converters.mil import Builder as mb
+
+    from exporters.coreml_numpy.ops import PICKING
+
+    x = _rand(3, 4)
+    h = x.astype(np.float16)
+
+    def build(v):
+        a = mb.cast(x=v, dtype="fp16")
+        b = mb.mul(x=a, y=np.float16(3.0))
+        picked = mb.select(cond=mb.greater(x=a, y=np.float16(0)), a=a, b=b)
+        both = mb.concat(values=[picked, mb.reduce_max(x=b, axes=[1], keep_dims=True)], axis=1)
+        return mb.cast(x=mb.add(x=both, y=np.float16(0.1)), dtype="fp32")
+
+    assert {"select", "concat", "reduce_max"} <= PICKING
+    b = (h * np.float16(3.0)).astype(np.float16)
+    want = (np.concatenate([np.where(h > 0, h, b), b.max(1, keepdims=True)], 1) + np.float16(0.1)).astype(np.float16)
+    np.testing.assert_array_equal(_evaluate(build, x), want.astype(np.float32))

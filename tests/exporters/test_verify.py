@@ -135,3 +135,15 @@ def test_an_artifact_that_crashes_fails_with_the_reason(gru):
 
     parity = verify(gru, crash, "fp32", "planted")
     assert parity.verdict == "failed" and "RuntimeError: kernel not found" in parity.notes
+
+
+def test_argmax_flips_are_excused_only_on_near_ties_within_the_precision():
+    from exporters.parity import compare
+
+    ref = np.array([[[1.0, 1.001, 0.0], [5.0, 0.0, 0.0]]])
+    tie_flipped = np.array([[[1.001, 1.0, 0.0], [5.0, 0.0, 0.0]]])
+    m = compare(ref, tie_flipped, rows=True, tie=2e-2)  # fp16: margins within 2% of the scale may go either way
+    assert m["argmax"] == 1.0 and m["ties"] == 1
+    assert compare(ref, tie_flipped, rows=True, tie=0.0)["argmax"] == 0.5  # no exemption: counted
+    decided_flipped = np.array([[[1.0, 1.001, 0.0], [0.0, 5.0, 0.0]]])
+    assert compare(ref, decided_flipped, rows=True, tie=2e-2)["argmax"] == 0.0
