@@ -56,7 +56,7 @@ class Artifact:
     parity: Parity
     settings: dict = field(default_factory=dict)
     # further entry points built into this artifact (files under <key>/<method>/): method -> its parity;
-    # "decode" in `decode` is the check that stepping through them reproduces the chunk forward
+    # `decode`: the check that stepping through them reproduces the chunk forward (None where it did not run)
     methods: dict[str, Parity] = field(default_factory=dict)
     decode: Parity | None = None
 
