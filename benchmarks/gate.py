@@ -17,8 +17,15 @@ def targets(record: dict) -> list[dict]:
 
     def item(name, measured, goal, unit):
         return {"target": name, "measured": measured, "goal": goal, "unit": unit,
-                "met": None if measured is None else (measured < goal if unit == "s" else measured >= goal)}
+                "met": None if measured is None else bool(measured < goal if unit == "s" else measured >= goal)}
 
+    gen = chosen.get("generation") or {}
+    stepping = [] if record.get("generation") is None else [
+        item(f"generation through the chosen artifact ({record.get('chosen')}): stepping vs its recompute path",
+             gen.get("step_vs_recompute"), 8.0, "x"),
+        item("generation through the chosen artifact vs the eager reference's step path",
+             gen.get("step_vs_eager_step"), 5.0, "x"),
+    ]
     return [
         item(f"best compiled CPU artifact ({best['artifact'] if best else '-'}) vs eager", best and best["speedup_vs_eager"], 2.0, "x"),
         item("best compiled CPU artifact vs ONNX Runtime (CPU)", best and onnx and onnx["p50_ms"] / best["p50_ms"], 1.2, "x"),
@@ -26,13 +33,15 @@ def targets(record: dict) -> list[dict]:
         item("torch.compile first call / chosen cold start",
              tc.get("first_call_s") and chosen.get("cold_start_s") and tc["first_call_s"] / chosen["cold_start_s"],
              5.0, "x"),
+        *stepping,
     ]
 
 
 def gate(record: dict, baseline: dict, max_regression_pct: float) -> list[str]:
     """Regressions of `record` against `baseline`: speed ratios down by more than the allowance, parity
     worse (argmax agreement lower, or max abs error 10x higher), bits per byte on held-out text more than 1%
-    higher (only when both records scored the same text), generation no longer equal."""
+    higher (only when both records scored the same text), generation (short, or 1 KB by either path) no longer
+    equal."""
     old = {r["artifact"]: r for r in baseline["artifacts"]}
     same_text = (record.get("held_out") or {}).get("sha256") == (baseline.get("held_out") or {}).get("sha256")
     problems = []
@@ -56,6 +65,11 @@ def gate(record: dict, baseline: dict, max_regression_pct: float) -> list[str]:
         if base.get("generation_equal") and not row["generation_equal"]:
             problems.append(f"{row['artifact']}: greedy generation now differs from the reference at byte "
                             f"{row['generation_first_difference']}")
+        for path in ("step", "recompute"):
+            was = (base.get("generation") or {}).get(path, {}).get("equal_to_reference")
+            now = (row.get("generation") or {}).get(path, {}).get("equal_to_reference")
+            if was and now is False:
+                problems.append(f"{row['artifact']}: 1 KB greedy generation by {path} now differs from the reference")
     missing = sorted(set(old) - {r["artifact"] for r in record["artifacts"]})
     problems += [f"{k}: in the baseline but not measured in this run" for k in missing]
     return problems

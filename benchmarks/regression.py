@@ -23,7 +23,7 @@ BASELINE = RESULTS / "bench_cpu.json"
 
 def options(args: argparse.Namespace) -> dict:
     """The `benchmarks.run.run` arguments for this check or update."""
-    common = {"bundle": args.bundle, "runs": args.runs}
+    common = {"bundle": args.bundle, "runs": args.runs, "decode_bytes": args.generate_bytes}
     if args.update:
         return {**common, "json_out": BASELINE, "md_out": RESULTS / "bench_cpu.md", "plot_out": RESULTS / "bench_cpu.png"}
     return {**common, "baseline": args.baseline, "max_regression": args.max_regression, "cold_start": args.cold_start}
@@ -38,6 +38,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-regression", type=float, default=25.0,
                         help="allowed drop of a speed ratio, percent (default 25)")
     parser.add_argument("--cold-start", action="store_true", help="also measure cold starts when checking")
+    parser.add_argument("--generate-bytes", type=int, default=1024,
+                        help="greedy bytes per artifact and path for the generation figures (default 1024; 0: none)")
     args = parser.parse_args(argv)
     if not args.update and not args.baseline.is_file():
         parser.error(f"--baseline {args.baseline}: no such file (measure one with --update)")

@@ -42,6 +42,44 @@ def compile_line(record: dict) -> str:
             f"{tc['warm_cache_first_call_s']:.1f} s with a warm one")
 
 
+GENERATION_COLUMNS = ("artifact", "TTFB ms", "step p50 ms", "step p99 ms", "step bytes/s", "recompute bytes/s",
+                      "vs recompute", "vs eager step", "% of byte limit", "1 KB greedy")
+
+
+def _ratio(x) -> str:
+    return f"{x:.1f}x" if x is not None else "-"
+
+
+def generation_cells(row: dict) -> list[str] | None:
+    """One artifact's generation cells (GENERATION_COLUMNS), None when the record has none."""
+    g = row.get("generation")
+    if not g:
+        return None
+    step, rec = g.get("step", {}), g["recompute"]
+    fast = step if "bytes_per_s" in step else rec
+    same = [p for p in ("step", "recompute") if "equal_to_reference" in g.get(p, {})]
+    greedy = "same" if all(g[p]["equal_to_reference"] for p in same) else \
+        "differs (" + ", ".join(p for p in same if not g[p]["equal_to_reference"]) + ")"
+    return [row["artifact"], f"{fast['ttfb_ms']:.0f}", f"{step['p50_ms']:.2f}" if step.get("p50_ms") else "-",
+            f"{step['p99_ms']:.2f}" if step.get("p99_ms") else "-",
+            f"{step['bytes_per_s']:,.0f}" if step.get("bytes_per_s") else "recomputes",
+            f"{rec['bytes_per_s']:,.0f}", _ratio(g.get("step_vs_recompute")), _ratio(g.get("step_vs_eager_step")),
+            f"{g['roofline']['limit_fraction']:.1%}" if g.get("roofline") else "-", greedy]
+
+
+def generation_line(record: dict) -> str:
+    g, w = record.get("generation"), record.get("work_per_generated_byte")
+    if not g:
+        return "generation: not measured (--generate-bytes 0)"
+    line = (f"generation: {g['bytes']} greedy bytes after a {g['prompt_bytes']}-byte held-out prompt, by decode steps "
+            f"and by recomputing the partial chunk, torch {g['threads']} thread, artifacts taking turns")
+    if w:
+        line += (f"; one stepped byte is {w['flops'] / 1e6:.2f} MFLOP and moves at least {w['bytes']['fp32'] / 1e6:.2f} MB "
+                 f"at fp32 (counted on the eager reference over {w['steps']} bytes: {w['full_steps']} full steps, "
+                 f"{w['light_steps']} light)")
+    return line
+
+
 def terminal(record: dict, bundle: Path) -> list:
     """What `neat bench` prints: a table row per artifact, then the machine limits, torch.compile's first
     call, the chosen artifact and the speed targets."""
@@ -55,7 +93,15 @@ def terminal(record: dict, bundle: Path) -> list:
                       f"{r['cold_start_s']:.2f}s" if r["cold_start_s"] is not None else "-",
                       f"{r['parity']['max_abs']:.1e}", f"{r['parity']['argmax']:.1%}", f"{r['bits_per_byte']:.3f}",
                       "same" if r["generation_equal"] else f"differs at {r['generation_first_difference']}")
-    return [table, limits_line(record), compile_line(record), f"chosen artifact here: {record['chosen']}",
+    out = [table, limits_line(record)]
+    if record.get("generation"):
+        gen = Table(title="generation, batch 1")
+        for col in GENERATION_COLUMNS:
+            gen.add_column(col)
+        for r in record["artifacts"]:
+            gen.add_row(*generation_cells(r))
+        out.append(gen)
+    return [*out, generation_line(record), compile_line(record), f"chosen artifact here: {record['chosen']}",
             *target_lines(record)]
 
 
@@ -74,7 +120,10 @@ def markdown(record: dict) -> str:
                      f"{limit_cell(r)} | {tp['1']:,.0f} | " + (f"{tp[big]:,.0f} | " if wide else "")
                      + f"{cold} | {peak} | {r['parity']['max_abs']:.1e} | {r['parity']['argmax']:.1%} | "
                      f"{r['bits_per_byte']:.3f} | {r['generation_equal']} |")
-    lines += ["", limits_line(record) + ".", "", compile_line(record) + ".", "",
+    if record.get("generation"):
+        lines += ["", "| " + " | ".join(GENERATION_COLUMNS) + " |", "|---" * len(GENERATION_COLUMNS) + "|"]
+        lines += ["| " + " | ".join(generation_cells(r)) + " |" for r in record["artifacts"]]
+    lines += ["", limits_line(record) + ".", "", generation_line(record) + ".", "", compile_line(record) + ".", "",
               f"Chosen artifact on this machine: {record['chosen']}.", ""]
     lines += [f"- {line}" for line in target_lines(record)]
     return "\n".join(lines) + "\n"

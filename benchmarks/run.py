@@ -26,13 +26,14 @@ class Regression(NeatError):
 
 def run(bundle: Path | None = None, runs: int = 50, cold_start: bool = True, json_out: Path | None = None,
         md_out: Path | None = None, plot_out: Path | None = None, baseline: Path | None = None,
-        max_regression: float = 10.0) -> dict:
+        max_regression: float = 10.0, decode_bytes: int = 1024) -> dict:
     """Benchmark `bundle`, print the results, write the files asked for, and raise Regression when an
     artifact's speed ratio to eager dropped by more than `max_regression` percent against `baseline` (or
-    its parity, bits per byte or greedy generation got worse). Returns the record."""
+    its parity, bits per byte or greedy generation got worse). decode_bytes: bytes generated per artifact and
+    path for the generation figures (0: none). Returns the record."""
     bundle = default_bundle() if bundle is None else bundle
     with status("benchmarking") as spinner:
-        record = bench(bundle, runs=runs, cold_start=cold_start,
+        record = bench(bundle, runs=runs, cold_start=cold_start, decode_bytes=decode_bytes,
                        report=lambda key: spinner.update(f"benchmarking {key}"))
     show(terminal(record, bundle))
     if json_out:

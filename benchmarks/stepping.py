@@ -1,4 +1,5 @@
-"""Generation by decode steps against the recompute path, and issue 12's bars, in one run:
+"""Generation by decode steps against the recompute path, and issue 12's bars, in one process (`neat bench`
+measures the same figures per artifact in its workers; this adds the memory bar):
 
     python -m benchmarks.stepping BUNDLE [--bytes 1024] [--keys cpu-fp32 onnx-fp32 ...] [--memory-bytes 65536]
 
@@ -15,41 +16,16 @@ import argparse
 import json
 import subprocess
 import sys
-import time
-
-import numpy as np
 
 BARS = {"vs_recompute": 8.0, "vs_eager_step": 5.0, "memory_growth": 0.05}
-
-
-def prompt_bytes(n: int = 1024) -> list[int]:
-    from neat.data import text_stream
-
-    return [int(b) for b in text_stream("prose", held_out=True).tokens[:n]]
-
-
-def timed_path(session, path: str, prompt: list[int], n: int) -> dict:
-    """TTFB, per-token latency percentiles, bytes/s and the greedy ids of one path."""
-    from runtimes.generate import recomputed, stepped
-
-    gen = {"step": stepped, "recompute": recomputed}[path]
-    list(gen(session, prompt[:200], 8, lambda s: int(s.argmax())))  # warm-up, loads the methods
-    t0 = time.perf_counter()
-    ids, stamps = [], []
-    for i in gen(session, list(prompt), n, lambda s: int(s.argmax())):
-        ids.append(i)
-        stamps.append(time.perf_counter())
-    gaps = np.diff(stamps) * 1e3
-    return {"ttfb_ms": (stamps[0] - t0) * 1e3, "p50_ms": float(np.percentile(gaps, 50)),
-            "p99_ms": float(np.percentile(gaps, 99)), "bytes_per_s": (n - 1) / (stamps[-1] - stamps[0]), "ids": ids}
 
 
 def peak_rss(bundle: str, key: str, n: int) -> float:
     """MiB: peak RSS of a fresh process generating n bytes by stepping through `key` after a 1 KB prompt."""
     code = ("import resource, sys, torch; torch.set_num_threads(1); import runtimes; "
-            "from runtimes.generate import stepped; from benchmarks.stepping import prompt_bytes; "
+            "from runtimes.generate import stepped; from benchmarks.generation import prompt_ids; "
             f"s = runtimes.load({bundle!r}, backend={key!r}); "
-            f"sum(1 for _ in stepped(s, prompt_bytes(), {n}, lambda x: int(x.argmax()))); "
+            f"sum(1 for _ in stepped(s, prompt_ids(), {n}, lambda x: int(x.argmax()))); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -59,19 +35,19 @@ def run(bundle: str, n: int, keys: list[str], memory_bytes: int) -> dict:
     import torch
 
     import runtimes
+    from benchmarks.generation import prompt_ids, summary, timed
 
     torch.set_num_threads(1)
     chosen = runtimes.load(bundle).backend.key
     keys = keys or [chosen]
-    prompt = prompt_bytes()
+    prompt = prompt_ids()
     rows = {}
     for key in ["eager", *[k for k in keys if k != "eager"]]:
         session = runtimes.load(bundle, backend=key)
-        rows[key] = {p: timed_path(session, p, prompt, n) for p in ("step", "recompute")}
+        rows[key] = {p: timed(session, p, prompt, n) for p in ("step", "recompute")}
     reference = rows["eager"]["recompute"]["ids"]
-    for paths in rows.values():
-        for r in paths.values():
-            r["equal_to_reference"] = r.pop("ids") == reference
+    rows = {key: {p: {**summary(r), "equal_to_reference": r["ids"] == reference} for p, r in paths.items()}
+            for key, paths in rows.items()}
     main = rows.get(chosen, rows[keys[0]])
     small, large = peak_rss(bundle, chosen, 1024), peak_rss(bundle, chosen, memory_bytes)
     ratios = {"vs_recompute": main["step"]["bytes_per_s"] / main["recompute"]["bytes_per_s"],

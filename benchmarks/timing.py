@@ -63,6 +63,19 @@ class Workers:
                 out[key] += self._reply(key)
         return out
 
+    def generation(self, prompt: list[int], n: int, threads: int = 1) -> dict[str, dict]:
+        """Greedy generation of n bytes after `prompt` by each path (benchmarks.generation.PATHS) in every
+        worker, taking turns: {key: {path: timed run, or {'skipped': why}}}. torch runs `threads` threads
+        meanwhile (the per-byte graphs are tiny: on a shared 2-core machine a second thread mostly waits)."""
+        from benchmarks.generation import PATHS
+
+        out: dict[str, dict] = {key: {} for key in self.procs}
+        for path in PATHS:
+            for key, proc in self.procs.items():
+                proc.stdin.write(json.dumps({"generate": n, "path": path, "prompt": prompt, "threads": threads}) + "\n")
+                out[key][path] = self._reply(key)
+        return out
+
     def close(self) -> None:
         for proc in self.procs.values():
             try:
@@ -82,8 +95,25 @@ class Workers:
         self.close()
 
 
+def _generate(session, job: dict) -> dict:
+    """One generation job: {'generate': n, 'path', 'prompt', 'threads'} -> benchmarks.generation.timed's run."""
+    import torch
+
+    from benchmarks.generation import timed
+
+    if job["path"] == "step" and session.decoding != "step":
+        return {"skipped": f"{session.backend.key} carries no decode methods (it recomputes)"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(job["threads"])
+    try:
+        return timed(session, job["path"], job["prompt"], job["generate"])
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _serve(bundle: str, key: str) -> None:
-    """The worker: load, say how long it took, then answer [batch, runs, warmup] lines with latencies."""
+    """The worker: load, say how long it took, then answer [batch, runs, warmup] lines with latencies and
+    generation jobs (dicts, `_generate`) with their timed runs."""
     from runtimes.profile import detect
     from runtimes.session import load
 
@@ -92,7 +122,11 @@ def _serve(bundle: str, key: str) -> None:
     session = load(bundle, backend=key)
     print(TAG + json.dumps(time.perf_counter() - t0), flush=True)
     for line in sys.stdin:
-        batch, runs, warmup = json.loads(line)
+        job = json.loads(line)
+        if isinstance(job, dict):
+            print(TAG + json.dumps(_generate(session, job)), flush=True)
+            continue
+        batch, runs, warmup = job
         print(TAG + json.dumps(session.latencies(batch, runs, warmup)), flush=True)
 
 

@@ -16,7 +16,7 @@ from benchmarks.report import markdown
 def record(neat_bundle):
     out, res = neat_bundle
     assert res.exit_code == 0, res.output
-    return bench(out, runs=3, warmup=1, generate_bytes=8)
+    return bench(out, runs=3, warmup=1, generate_bytes=8, decode_bytes=48, work_bytes=16)
 
 
 def test_record_covers_every_runnable_artifact(record):
@@ -41,9 +41,41 @@ def test_record_covers_every_runnable_artifact(record):
     assert record["held_out"]["bytes"] == 2 * 8 * record["chunk_len"] and len(record["held_out"]["sha256"]) == 64
     tc = record["torch_compile"]
     assert tc["error"] is None and tc["first_call_s"] > tc["warm_cache_first_call_s"] > 0
-    assert len(record["targets"]) == 4 and all(t["measured"] is not None for t in record["targets"])
+    assert len(record["targets"]) == 6 and all(t["measured"] is not None for t in record["targets"])
     text = markdown(record)
     assert "| cpu-fp32 |" in text and "torch.compile first call" in text and "GFLOP/s" in text
+    assert "| step bytes/s |" in text and "one stepped byte is" in text
+
+
+def test_generation_is_measured_by_both_paths_for_every_artifact(record):
+    assert record["generation"] == {"prompt_bytes": 1024, "bytes": 48, "threads": 1}
+    work = record["work_per_generated_byte"]
+    assert work["steps"] == 16 and work["full_steps"] + work["light_steps"] == 16 and work["full_steps"] > 0
+    assert work["flops"] > 1e5 and work["bytes"]["fp32"] > 1e5
+    for r in record["artifacts"]:  # every artifact of the fp32 bundle carries the decode methods
+        g = r["generation"]
+        for path in ("step", "recompute"):
+            assert g[path]["bytes"] == 48 and g[path]["ttfb_ms"] > 0 and g[path]["bytes_per_s"] > 0
+            assert g[path]["p99_ms"] >= g[path]["p50_ms"] > 0
+            assert g[path]["equal_to_reference"], (r["artifact"], path)  # same ids as eager recomputing
+        assert g["step_vs_recompute"] > 0 and g["step_vs_eager_step"] > 0
+        assert 0 < g["roofline"]["limit_fraction"] <= 1.0  # all run on this CPU, all fp32
+    assert record["artifacts"][0]["generation"]["step_vs_eager_step"] == 1.0
+    chosen = {r["artifact"]: r for r in record["artifacts"]}[record["chosen"]]["generation"]
+    assert record["targets"][4]["measured"] == chosen["step_vs_recompute"]
+
+
+def test_a_path_without_decode_methods_is_reported_as_recomputing(record):
+    from benchmarks.bench import _generation
+    from benchmarks.report import generation_cells
+
+    runs = {"step": {"skipped": "x carries no decode methods (it recomputes)"},
+            "recompute": {"ttfb_s": 0.01, "gaps_s": [0.002, 0.003], "ids": [1, 2, 3]}}
+    g = _generation(runs, [1, 2, 3], record["work_per_generated_byte"], record["machine_limits"], True)
+    assert "step_vs_recompute" not in g and "roofline" not in g and g["recompute"]["equal_to_reference"]
+    cells = generation_cells({"artifact": "old", "generation": g})
+    assert cells[4] == "recomputes" and cells[6] == "-" and cells[-1] == "same"
+    assert _generation(runs, [1, 2, 4], None, record["machine_limits"], True)["recompute"]["equal_to_reference"] is False
 
 
 def test_roofline_fraction_is_the_bound_over_the_latency():
@@ -77,6 +109,8 @@ def test_gate_passes_the_baseline_itself_and_catches_planted_regressions(record)
     worse["artifacts"][1]["parity"]["argmax"] = 0.9
     worse["artifacts"][1]["generation_equal"] = False
     assert len(gate(worse, record, 10)) == 2
+    worse["artifacts"][1]["generation"]["step"]["equal_to_reference"] = False
+    assert len(gate(worse, record, 10)) == 3 and "1 KB greedy generation by step" in gate(worse, record, 10)[-1]
     vaguer = copy.deepcopy(record)
     vaguer["artifacts"][1]["bits_per_byte"] *= 1.05
     assert len(gate(vaguer, record, 10)) == 1 and "bits per byte" in gate(vaguer, record, 10)[0]
@@ -91,7 +125,7 @@ def test_cli_writes_json_and_markdown_and_gates(neat_bundle, tmp_path):
     from neat.cli import main
 
     out, _ = neat_bundle
-    args = ["bench", str(out), "--runs", "3", "--no-cold-start"]
+    args = ["bench", str(out), "--runs", "3", "--no-cold-start", "--generate-bytes", "16"]
     res = CliRunner().invoke(main, args + ["--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"),
                                            "--plot", str(tmp_path / "r.png")])
     assert res.exit_code == 0, res.output
@@ -129,4 +163,5 @@ def test_regression_script_fails_on_a_planted_regression(record, neat_bundle, tm
         r["speedup_vs_eager"] *= 100  # a baseline far faster than anything here
     (tmp_path / "fast.json").write_text(json.dumps(planted))
     out, _ = neat_bundle
-    assert regression.main(["--bundle", str(out), "--runs", "3", "--baseline", str(tmp_path / "fast.json")]) == 1
+    assert regression.main(["--bundle", str(out), "--runs", "3", "--generate-bytes", "0",
+                            "--baseline", str(tmp_path / "fast.json")]) == 1
