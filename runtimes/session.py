@@ -155,7 +155,10 @@ class Session:
             raise InputError(f"batch {batch} is outside this bundle's bounds {lo}..{hi}: split the batch, or "
                              f"re-export with `neat export ... --batch {min(lo, batch)}:{max(hi, batch)}`")
 
-    def _check(self, arrays: list, infos: list[dict], what: str, batch: int | None) -> int:
+    def _check(self, arrays, infos: list[dict], what: str, batch: int | None) -> int:
+        if not isinstance(arrays, (list, tuple)):
+            raise InputError(f"the {what} must be a list of numpy arrays, got {type(arrays).__name__}"
+                             + (": start from session.new_state(batch)" if what == "state" else ""))
         if len(arrays) != len(infos):
             raise InputError(f"expected {len(infos)} {what} tensors ({', '.join(i['name'] for i in infos)}), "
                              f"got {len(arrays)}")
@@ -166,6 +169,10 @@ class Session:
             if a.dtype != want:
                 raise InputError(f"{info['name']} has dtype {a.dtype}, expected {info['dtype']}: "
                                  f"convert with .astype(np.{info['dtype']})")
+            if a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
+                raise InputError(f"{what} tensor {info['name']} holds NaN or Inf" + (
+                    ": a state that diverged or was corrupted; start again from session.new_state(batch)"
+                    if what == "state" else ": give finite values"))
             if not _batched(info):
                 if tuple(a.shape) != tuple(info["shape"]):
                     raise InputError(f"{info['name']} has shape {a.shape}, expected {tuple(info['shape'])} (no batch)")
@@ -187,7 +194,7 @@ class Session:
         """One chunk: tokens int32 (B, T) and the state -> logits (B, T, V) and the new state."""
         batch = self._check([tokens], self._inputs, "input", None)
         self._check_batch(batch)
-        self._check(list(state), self._state, "state", batch)
+        self._check(state, self._state, "state", batch)
         with self._lock:
             outs = self._run(tokens, *state)
         n = len(self._outputs)

@@ -52,6 +52,53 @@ def test_empty_prompt_is_refused(session):
         session.generate(b"")
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"prompt": "text"}, "prompt is a str: give bytes"),
+    ({"prompt": [104, 105]}, "prompt must be bytes, got list"),
+    ({"max_new_bytes": 2.5}, "max_new_bytes=2.5"),
+    ({"max_new_bytes": -1}, "max_new_bytes=-1"),
+    ({"max_new_bytes": True}, "max_new_bytes=True"),
+    ({"temperature": float("nan")}, "temperature=nan"),
+    ({"temperature": float("inf")}, "temperature=inf"),
+    ({"temperature": -0.5}, "temperature=-0.5"),
+    ({"temperature": "hot"}, "temperature='hot'"),
+    ({"top_k": 278}, "top_k=278: .* vocabulary size 277"),
+    ({"top_k": -1}, "top_k=-1"),
+    ({"seed": -3}, "seed=-3"),
+    ({"seed": 1.5}, "seed=1.5"),
+])
+def test_bad_generation_options_are_one_input_error(session, kwargs, message):
+    args = {"prompt": b"hello", "max_new_bytes": 4, **kwargs}
+    with pytest.raises(InputError, match=message):
+        session.generate(**args)
+    assert session.generate(b"hello", 3, temperature=0.7, top_k=277, seed=2)  # the edges are accepted
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_a_state_holding_nan_or_inf_is_refused(session, value):
+    state = session.new_state(1)
+    i = next(i for i, s in enumerate(state) if s.dtype.kind == "f" and s.size)
+    state[i] = state[i].copy()
+    state[i].flat[0] = value
+    with pytest.raises(InputError, match="holds NaN or Inf: .*session.new_state"):
+        session.run(chunk(session), state)
+
+
+def test_a_missing_state_is_refused(session):
+    for state in (None, 3, np.zeros(3, np.float32)):
+        with pytest.raises(InputError, match="state must be a list of numpy arrays"):
+            session.run(chunk(session), state)
+
+
+def test_run_cli_passes_non_utf8_prompts_through_and_refuses_negative_lengths(bundle):
+    from neat.cli import main
+
+    res = CliRunner().invoke(main, ["run", str(bundle), "--prompt", "caf\udce9 ", "--max-bytes", "4"])
+    assert res.exit_code == 0 and "generated " in res.output, res.output
+    res = CliRunner().invoke(main, ["run", str(bundle), "--prompt", "x", "--max-bytes", "-1"])
+    assert res.exit_code == 2 and "-1 is not in the range" in res.output
+
+
 def test_threads_give_the_same_results_as_serial_calls(session):
     inputs = [chunk(session, 2, seed) for seed in range(4)]
     serial = [session.run(t, session.new_state(2))[0] for t in inputs]
