@@ -81,8 +81,8 @@ def generation_line(record: dict) -> str:
 
 
 def terminal(record: dict, bundle: Path) -> list:
-    """What `neat bench` prints: a table row per artifact, then the machine limits, torch.compile's first
-    call, the chosen artifact and the speed targets."""
+    """What `neat bench` prints: a table row per artifact, the machine limits, the generation table and its
+    line (when measured), torch.compile's first call, the chosen artifact and the speed targets."""
     table = Table(title=f"neat bench {bundle} ({record['profile']['cpu']})")
     for col in ("artifact", "p50 ms", "p99 ms", "vs eager", "% of limit", "bytes/s", "cold start", "max err",
                 "argmax", "bits/byte", "greedy"):

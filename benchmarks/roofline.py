@@ -86,7 +86,6 @@ def fraction(work: dict, machine: dict, precision: str, seconds: float) -> dict:
             else "memory"}
 
 
-
 class _Reads:
     """A dispatch mode that adds up the bytes of every tensor an op reads which no op of the current step made
     (weights, the step's inputs), each storage once per step, and of an embedding table only the rows
