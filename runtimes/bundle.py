@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from runtimes.errors import BundleError, IntegrityError
-from runtimes.manifest import MANIFEST, Artifact, FileEntry, Manifest, check_file, parse_manifest, sha256_file
+from runtimes.manifest import MANIFEST, MAX_MANIFEST_BYTES, Artifact, FileEntry, Manifest, check_file, parse_manifest, sha256_file
 
 
 def resolve_inside(bundle: Path, rel: str) -> Path:
@@ -36,7 +36,13 @@ def read_manifest(bundle: str | Path) -> Manifest:
     path = bundle / MANIFEST
     if not path.is_file():
         raise BundleError(f"no bundle at {bundle} (no {MANIFEST}); create one with `neat export`")
-    return parse_manifest(path.read_text(), str(path))
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path} is over {MAX_MANIFEST_BYTES >> 20} MiB: not a manifest this tool wrote")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); re-export the bundle") from None
+    return parse_manifest(text, str(path))
 
 
 def entry_problem(bundle: Path, f: FileEntry) -> str:

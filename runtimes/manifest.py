@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,9 @@ MANIFEST = "manifest.json"
 REFERENCE_DIR = "reference"  # the model's weights, when the bundle carries them
 INIT_STATE = "signature/init_state.safetensors"
 VERDICTS = ("passed", "failed", "not verified", "built, not executed")
+MAX_MANIFEST_BYTES = 16 * 2**20  # a manifest is a few hundred KB at most; a larger one is refused unread
+PLAIN = re.compile(r"[a-z0-9][a-z0-9_]{0,31}")  # a target or precision: artifact keys become directory names
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_file(path: Path) -> str:
@@ -92,13 +96,18 @@ def _require(raw: dict, key: str, kind, where: str):
 
 def parse_manifest(text: str, where: str = MANIFEST) -> Manifest:
     """Parse and validate a manifest's JSON text against the schema."""
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{where} is over {MAX_MANIFEST_BYTES >> 20} MiB: not a manifest this tool wrote")
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BundleError(f"{where} is not valid JSON ({exc}); re-export the bundle with `neat export`") from None
+    except RecursionError:
+        raise BundleError(f"{where} is nested too deeply to be a manifest; re-export the bundle") from None
     if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
         raise BundleError(f"{where} is not a NEAT bundle manifest (no schema '{SCHEMA}')")
-    if raw.get("schema_version") != SCHEMA_VERSION:
+    version = raw.get("schema_version")
+    if type(version) is not int or version != SCHEMA_VERSION:
         raise BundleError(f"{where} has schema version {raw.get('schema_version')!r}; this version reads "
                           f"{SCHEMA_VERSION}: re-export the bundle with this version's `neat export`")
     model = _require(raw, "model", dict, "manifest")
@@ -109,18 +118,23 @@ def parse_manifest(text: str, where: str = MANIFEST) -> Manifest:
     artifacts = {}
     for key, a in _require(raw, "artifacts", dict, "manifest").items():
         where_a = f"artifacts.{key}"
+        if not isinstance(a, dict):
+            raise BundleError(f"manifest: {where_a} should be an object; re-export the bundle")
+        target, precision = _require(a, "target", str, where_a), _require(a, "precision", str, where_a)
+        if not (PLAIN.fullmatch(target) and PLAIN.fullmatch(precision)) or key != artifact_key(target, precision):
+            raise BundleError(f"manifest: artifact key {key!r} must be <target>-<precision> of plain lower-case "
+                              "names (it is a directory of the bundle); the manifest was tampered with")
         files = [FileEntry(**check_file(f, where_a)) for f in _require(a, "files", list, where_a)]
         carried = a.get("methods", {})
         if not isinstance(carried, dict) or set(carried) - set(methods):
             raise BundleError(f"manifest: {where_a}.methods must map method names of signature.methods to "
                               "their parity; re-export the bundle")
         artifacts[key] = Artifact(
-            target=_require(a, "target", str, where_a), precision=_require(a, "precision", str, where_a),
-            files=files, toolchain=_require(a, "toolchain", dict, where_a),
+            target=target, precision=precision, files=files, toolchain=_require(a, "toolchain", dict, where_a),
             requirements=_require(a, "requirements", dict, where_a),
             build_seconds=float(_require(a, "build_seconds", (int, float), where_a)),
             parity=_parity(_require(a, "parity", dict, where_a), f"{where_a}.parity"),
-            settings=a.get("settings", {}),
+            settings=_require(a, "settings", dict, where_a) if "settings" in a else {},
             methods={m: _parity(p, f"{where_a}.methods.{m}") for m, p in carried.items()},
             decode=_parity(a["decode"], f"{where_a}.decode") if a.get("decode") is not None else None,
         )
@@ -155,6 +169,12 @@ def _check_methods(signature: dict) -> list[str]:
 
 
 def check_file(f, where: str) -> dict:
+    """A file entry's fields, exactly typed: path a string, sha256 64 hex digits, size a whole number >= 0."""
     if not isinstance(f, dict) or not {"path", "sha256", "size"} <= set(f):
         raise BundleError(f"manifest: every file of {where} needs path, sha256 and size")
-    return {"path": str(f["path"]), "sha256": str(f["sha256"]), "size": int(f["size"])}
+    path, digest, size = f["path"], f["sha256"], f["size"]
+    if not isinstance(path, str) or not isinstance(digest, str) or not SHA256.fullmatch(digest) \
+            or type(size) is not int or size < 0:
+        raise BundleError(f"manifest: a file of {where} has a malformed entry (path a string, sha256 64 lower-case "
+                          "hex digits, size a whole number); re-export the bundle")
+    return {"path": path, "sha256": digest, "size": size}
