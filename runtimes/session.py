@@ -1,6 +1,7 @@
 """Loading a bundle for this machine, and the one Session interface every backend shares."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from runtimes.errors import BackendUnavailable, InputError
 from runtimes.profile import HardwareProfile, detect
 from runtimes.select import EAGER, Candidate, eager_requirements, rank
 
+log = logging.getLogger("runtimes")
 DTYPES = {"int32": np.int32, "int64": np.int64, "bool": np.bool_, "float32": np.float32, "float16": np.float16}
 
 
@@ -121,6 +123,8 @@ def load(bundle: str | Path, backend: str | None = None, profile: HardwareProfil
             run = _runner(bundle, manifest, cand, profile)
         except Exception as exc:  # a backend failing to load is a reason to fall back, not to stop
             skipped.append(Candidate(cand.key, cand.target, False, f"failed to load: {type(exc).__name__}: {exc}"))
+            log.warning("%s: not loaded (%s: %s); falling back to the next artifact", cand.key,
+                        type(exc).__name__, exc)
             continue
         return Session(bundle, manifest, run, Choice(cand.key, cand.target, cand.reason, skipped),
                        lambda method, cand=cand: _runner(bundle, manifest, cand, profile, method))

@@ -65,14 +65,18 @@ def test_apple_machine_prefers_coreml(bundle):
     assert not cpu.usable and "arm64" in cpu.reason  # an x86 AOTInductor package does not run on Apple Silicon
 
 
-def test_falls_back_when_the_first_choice_is_corrupted(bundle, tmp_path):
+def test_falls_back_when_the_first_choice_is_corrupted(bundle, tmp_path, caplog):
     copy = tmp_path / "b"
     shutil.copytree(bundle, copy)
     pkg = copy / "cpu-fp32" / "model.pt2"
     pkg.write_bytes(pkg.read_bytes()[:-10])
-    session = runtimes.load(copy, profile=linux_cpu())
+    with caplog.at_level("WARNING", logger="runtimes"):
+        session = runtimes.load(copy, profile=linux_cpu())
     assert session.backend.key == "onnx-fp32"
     assert any(c.key == "cpu-fp32" and "truncated" in c.reason for c in session.backend.skipped)
+    # the fallback is not silent: a warning names the artifact and why
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(m.startswith("cpu-fp32: not loaded (IntegrityError") and "truncated" in m for m in warned), warned
 
 
 def test_falls_back_when_requirements_do_not_match(bundle):
