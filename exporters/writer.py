@@ -88,17 +88,53 @@ class BundleWriter:
             shutil.rmtree(backup)
 
 
+STALE_UNOWNED_S = 3600  # a .partial directory naming no process (an older version's) counts as stale after this
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_partials(bundle: Path) -> list[Path]:
+    """Remove the work directories of earlier exports of `bundle` that were killed before they could clean up
+    (`.<name>.<pid>.<random>.partial`, the pid no longer running; or, naming no pid, over an hour old). Those
+    of exports still running are left alone. Returns what was removed."""
+    import time
+
+    removed = []
+    for d in bundle.parent.glob(f".{bundle.name}.*.partial"):
+        middle = d.name[len(bundle.name) + 2:-len(".partial")].split(".")  # [pid, random] or [random]
+        if len(middle) == 2 and middle[0].isdigit():
+            stale = not _alive(int(middle[0]))
+        elif len(middle) == 1:
+            stale = time.time() - d.stat().st_mtime > STALE_UNOWNED_S
+        else:  # another bundle's, whose name starts with this one's and a dot
+            continue
+        if d.is_dir() and not d.is_symlink() and stale:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 @contextlib.contextmanager
 def write_bundle(bundle: str | Path, model: dict, signature: dict) -> Iterator[BundleWriter]:
     """Open a bundle for writing. A bundle of another model (other weights or config) is not mixed with:
-    its artifacts are dropped, since they would no longer match the reference."""
+    its artifacts are dropped, since they would no longer match the reference. Work directories left by
+    earlier exports of this bundle that were killed are removed first (`remove_stale_partials`)."""
     bundle = Path(bundle)
     recover(bundle)
     if bundle.exists() and not (bundle / MANIFEST).is_file():
         if any(bundle.iterdir()):
             raise BundleError(f"{bundle} exists and is not a bundle (no {MANIFEST}); choose another --out")
     bundle.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.", suffix=".partial", dir=bundle.parent))
+    remove_stale_partials(bundle)
+    work = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.{os.getpid()}.", suffix=".partial", dir=bundle.parent))
     try:
         manifest = Manifest(model=model, signature=signature)
         if (bundle / MANIFEST).is_file():

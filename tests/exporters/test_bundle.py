@@ -194,3 +194,29 @@ def test_an_app_running_a_bundle_loads_no_model_exporter_or_benchmark_code(toy_b
     res = subprocess.run([sys.executable, "-c", code, str(bundle), key], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
+
+
+def test_the_next_export_removes_work_directories_of_killed_exports_only(tmp_path):
+    """kill -9 during an export leaves its .partial directory; the next export of that bundle removes it, and
+    leaves those of exports still running (and of other bundles) alone."""
+    import os
+    import subprocess
+    import time
+
+    from exporters.writer import STALE_UNOWNED_S, write_bundle
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # a process that has exited
+    killed, running = tmp_path / f".b.{dead}.abcd1234.partial", tmp_path / f".b.{os.getpid()}.efgh5678.partial"
+    old, recent = tmp_path / ".b.oldformt.partial", tmp_path / ".b.newformt.partial"
+    other = tmp_path / f".b.c.{dead}.ijkl9012.partial"  # bundle "b.c"'s, not ours
+    for d in (killed, running, old, recent, other):
+        (d / "cpu-fp32").mkdir(parents=True)
+        (d / "cpu-fp32" / "model.pt2").write_bytes(b"x" * 1000)
+    past = time.time() - STALE_UNOWNED_S - 60
+    os.utime(old, (past, past))
+    with write_bundle(tmp_path / "b", {"name": "m"}, {"inputs": [], "state": [], "outputs": []}) as writer:
+        assert writer.work.name.startswith(f".b.{os.getpid()}.") and writer.work.exists()
+        assert not killed.exists() and not old.exists()
+        assert running.exists() and recent.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (running, recent, other))
