@@ -182,7 +182,9 @@ def info_command(bundle: Path | None, as_json: bool) -> None:
 
 @main.command("run")
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_BUNDLE)
-@click.option("--prompt", required=True, help="Text to continue (passed on byte for byte, UTF-8 or not).")
+@click.option("--prompt", help="Text to continue (passed on byte for byte, UTF-8 or not).")
+@click.option("--prompt-file", type=click.File("rb"),
+              help="Read the prompt from this file instead, as bytes ('-': standard input); any length.")
 @click.option("--max-bytes", default=200, show_default=True, type=click.IntRange(0), help="Bytes to generate at most.")
 @click.option("--backend", help="Force an artifact (e.g. onnx-fp32), a target (onnx) or eager.")
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0.0), help="0 is greedy.")
@@ -195,13 +197,17 @@ def info_command(bundle: Path | None, as_json: bool) -> None:
                    "differs from the eager reference (fp16 and int8 artifacts may).")
 @click.option("--images", type=click.Path(file_okay=False, path_type=Path), default=Path("neat-images"),
               show_default=True, help="Where generated images are saved as PNG.")
-def run_command(bundle, prompt, max_bytes, backend, temperature, top_k, seed, autotune, compare, images) -> None:
+def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, top_k, seed, autotune, compare,
+                images) -> None:
     """Generate text from a bundle with the best artifact for this machine, streamed to stdout.
     The backend used is reported on stderr; generated images are saved as PNG and their paths printed."""
     import runtimes
     from runtimes.images import save_png
 
-    prompt = prompt.encode("utf-8", "surrogateescape")  # the argument's own bytes, also when not UTF-8
+    if (prompt is None) == (prompt_file is None):
+        raise click.UsageError("give the prompt as --prompt TEXT or --prompt-file FILE (one of them)")
+    # the argument's own bytes, also when not UTF-8
+    prompt = prompt_file.read() if prompt_file else prompt.encode("utf-8", "surrogateescape")
     if compare:
         from benchmarks.generation import compare_generation
         from neat.report import generation_table, show

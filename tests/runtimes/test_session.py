@@ -195,3 +195,27 @@ def test_cold_start_path_imports_nothing_it_does_not_need(bundle, backend, heavy
     res = subprocess.run([sys.executable, "-c", code, str(bundle), backend, *heavy], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]", f"{backend} imported {res.stdout.strip()}"
+
+
+def test_a_bytes_prompt_prefills_chunk_by_chunk_like_a_list_of_ids(session):
+    from runtimes.generate import prefill
+
+    prompt = bytes(np.random.default_rng(3).integers(0, 256, 300).astype(np.uint8))
+    state_b, last_b, rest_b = prefill(session, prompt)
+    state_l, last_l, rest_l = prefill(session, list(prompt))
+    assert rest_b == rest_l == list(prompt[256:]) and np.array_equal(last_b, last_l)
+    assert all(np.array_equal(a, b) for a, b in zip(state_b, state_l))
+
+
+def test_run_cli_reads_the_prompt_from_a_file_or_stdin(bundle, tmp_path):
+    from neat.cli import main
+
+    (tmp_path / "p.txt").write_bytes(b"def main():\n    return \xff")
+    by_file = CliRunner().invoke(main, ["run", str(bundle), "--prompt-file", str(tmp_path / "p.txt"), "--max-bytes", "6"])
+    by_stdin = CliRunner().invoke(main, ["run", str(bundle), "--prompt-file", "-", "--max-bytes", "6"],
+                                  input=b"def main():\n    return \xff")
+    assert by_file.exit_code == by_stdin.exit_code == 0, by_file.output + by_stdin.output
+    assert by_file.stdout_bytes == by_stdin.stdout_bytes and len(by_file.stdout_bytes) > 1
+    for args in ([], ["--prompt", "x", "--prompt-file", str(tmp_path / "p.txt")]):
+        res = CliRunner().invoke(main, ["run", str(bundle), *args])
+        assert res.exit_code == 2 and "--prompt TEXT or --prompt-file FILE" in res.output
