@@ -173,7 +173,8 @@ def bench(bundle: str | Path, runs: int = 50, warmup: int = 5, cold_start: bool 
               "chunk_len": T, "max_batch": max_batch, "runs": runs, "profile": profile.to_dict(),
               "versions": {k: v for k, v in profile.libraries.items() if isinstance(v, str)},
               "machine_limits": machine, "work_per_chunk": work, "work_per_generated_byte": step_work,
-              "generation": {"prompt_bytes": len(prompt), "bytes": decode_bytes, "threads": 1} if gen else None,
+              "generation": {"prompt_bytes": len(prompt), "bytes": decode_bytes, "threads": generation.THREADS}
+              if gen else None,
               "held_out": held_out_identity(texts),
               "artifacts": rows, "chosen": load(bundle).backend.key, "torch_compile": None}
     if cold_start:

@@ -63,12 +63,13 @@ class Workers:
                 out[key] += self._reply(key)
         return out
 
-    def generation(self, prompt: list[int], n: int, threads: int = 1) -> dict[str, dict]:
+    def generation(self, prompt: list[int], n: int, threads: int | None = None) -> dict[str, dict]:
         """Greedy generation of n bytes after `prompt` by each path (benchmarks.generation.PATHS) in every
         worker, taking turns: {key: {path: timed run, or {'skipped': why}}}. torch runs `threads` threads
-        meanwhile (the per-byte graphs are tiny: on a shared 2-core machine a second thread mostly waits)."""
-        from benchmarks.generation import PATHS
+        meanwhile (default benchmarks.generation.THREADS)."""
+        from benchmarks.generation import PATHS, THREADS
 
+        threads = THREADS if threads is None else threads
         out: dict[str, dict] = {key: {} for key in self.procs}
         for path in PATHS:
             for key, proc in self.procs.items():
