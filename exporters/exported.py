@@ -31,4 +31,4 @@ def export(cap: Captured, out: Path, settings: Settings) -> Built:
 
 
 def runner(artifact_dir: Path, requirements: dict) -> Execution:
-    return execute(NAME, artifact_dir, requirements, "executed: torch.export.load(...).module() on CPU")
+    return execute(NAME, artifact_dir, requirements, "executed: pt2_safe.load_program(...).module() on CPU")

@@ -18,6 +18,7 @@ def is_available() -> tuple[bool, str]:
 
 
 def load(path: Path, requirements: dict, profile):
-    import torch
+    """Never `torch.export.load`: it can unpickle and run code from the file (see runtimes.backends.pt2_safe)."""
+    from runtimes.backends.pt2_safe import load_program
 
-    return torch_runner(torch.export.load(str(Path(path) / FILE)).module())
+    return torch_runner(load_program(Path(path) / FILE).module())
