@@ -23,7 +23,7 @@ BASELINE = RESULTS / "bench_cpu.json"
 
 def options(args: argparse.Namespace) -> dict:
     """The `benchmarks.run.run` arguments for this check or update."""
-    common = {"bundle": args.bundle, "runs": args.runs, "decode_bytes": args.generate_bytes}
+    common = {"bundle": args.bundle, "runs": args.runs, "decode_bytes": args.generate_bytes, "record_in": args.record}
     if args.update:
         return {**common, "json_out": BASELINE, "md_out": RESULTS / "bench_cpu.md", "plot_out": RESULTS / "bench_cpu.png"}
     return {**common, "baseline": args.baseline, "max_regression": args.max_regression, "cold_start": args.cold_start}
@@ -33,6 +33,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--update", action="store_true", help="rewrite the committed baseline (json, md, png)")
     parser.add_argument("--bundle", type=Path, help="bundle to measure (default: ./neat-bundle, exported if missing)")
+    parser.add_argument("--record", type=Path, help="check this stored `neat bench --json` record instead of measuring")
     parser.add_argument("--runs", type=int, default=100, help="timed runs per artifact (default 100)")
     parser.add_argument("--baseline", type=Path, default=BASELINE, help=f"record to check against (default {BASELINE})")
     parser.add_argument("--max-regression", type=float, default=25.0,
@@ -43,6 +44,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.update and not args.baseline.is_file():
         parser.error(f"--baseline {args.baseline}: no such file (measure one with --update)")
+    if args.record is not None and (args.update or not args.record.is_file()):
+        parser.error(f"--record {args.record}: " + ("--update measures; it takes no record" if args.update
+                                                    else "no such file"))
     return args
 
 

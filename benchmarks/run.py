@@ -24,17 +24,40 @@ class Regression(NeatError):
     """This run measured worse than the baseline record; the message names each regression."""
 
 
+class NotARecord(NeatError):
+    """A file given as a record or baseline is not a `neat bench --json` record."""
+
+
+def read_record(path: Path) -> dict:
+    """A record written by `neat bench --json`; NotARecord naming the file and the fix otherwise."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise NotARecord(f"{path} is not a neat bench record ({type(exc).__name__}: {exc}); "
+                         "give a file written by `neat bench --json`") from None
+    if not (isinstance(record, dict) and record.get("benchmark") == "neat-bench"
+            and isinstance(record.get("artifacts"), list)):
+        raise NotARecord(f"{path} is JSON but not a neat bench record (no \"benchmark\": \"neat-bench\" with "
+                         "artifacts); give a file written by `neat bench --json`")
+    return record
+
+
 def run(bundle: Path | None = None, runs: int = 50, cold_start: bool = True, json_out: Path | None = None,
         md_out: Path | None = None, plot_out: Path | None = None, baseline: Path | None = None,
-        max_regression: float = 10.0, decode_bytes: int = 1024) -> dict:
+        max_regression: float = 10.0, decode_bytes: int = 1024, record_in: Path | None = None) -> dict:
     """Benchmark `bundle`, print the results, write the files asked for, and raise Regression when an
     artifact's speed ratio to eager dropped by more than `max_regression` percent against `baseline` (or
     its parity, bits per byte or greedy generation got worse). decode_bytes: bytes generated per artifact and
-    path for the generation figures (0: none). Returns the record."""
-    bundle = default_bundle() if bundle is None else bundle
-    with status("benchmarking") as spinner:
-        record = bench(bundle, runs=runs, cold_start=cold_start, decode_bytes=decode_bytes,
-                       report=lambda key: spinner.update(f"benchmarking {key}"))
+    path for the generation figures (0: none). With `record_in` (a stored record), nothing is measured: that
+    record is shown, written and gated. Returns the record."""
+    if record_in is not None:
+        record = read_record(record_in)
+        bundle = Path(record.get("bundle") or record_in)
+    else:
+        bundle = default_bundle() if bundle is None else bundle
+        with status("benchmarking") as spinner:
+            record = bench(bundle, runs=runs, cold_start=cold_start, decode_bytes=decode_bytes,
+                           report=lambda key: spinner.update(f"benchmarking {key}"))
     show(terminal(record, bundle))
     if json_out:
         save_json(record, json_out)
@@ -43,7 +66,7 @@ def run(bundle: Path | None = None, runs: int = 50, cold_start: bool = True, jso
     if plot_out:
         click.echo(f"plot: {plot(record, plot_out)}", err=True)
     if baseline:
-        problems = gate(record, json.loads(baseline.read_text()), max_regression)
+        problems = gate(record, read_record(baseline), max_regression)
         if problems:
             raise Regression(f"regression against {baseline}: " + "; ".join(problems))
         click.echo(f"no regression against {baseline} (allowed speed drop {max_regression:g}%)", err=True)

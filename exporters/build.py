@@ -160,8 +160,10 @@ def export_bundle(spec: ExportSpec, targets: list[str], out: str | Path, precisi
     return outcomes
 
 
-def verify_bundle(bundle: str | Path, spec: ExportSpec, step: Step = _quiet) -> list[Outcome]:
-    """Recheck every artifact's files against the manifest, then rerun every verification possible here."""
+def verify_bundle(bundle: str | Path, spec: ExportSpec, step: Step = _quiet,
+                  keys: tuple[str, ...] = ()) -> list[Outcome]:
+    """Recheck every artifact's files against the manifest (or only the artifacts `keys` names), then rerun
+    every verification possible here."""
     from exporters.registry import TARGETS
     from runtimes.bundle import file_problems, read_manifest
 
@@ -170,8 +172,14 @@ def verify_bundle(bundle: str | Path, spec: ExportSpec, step: Step = _quiet) -> 
     if manifest.model.get("weights_sha256") != spec.weights_sha256:
         raise ExportError(f"{bundle} was built from other weights than {spec.name}'s reference; "
                           "verify it with the checkpoint it was exported from, or re-export it")
+    unknown = [k for k in keys if k not in manifest.artifacts]
+    if unknown:
+        raise ExportError(f"{bundle} has no artifact {', '.join(map(repr, unknown))}; it has "
+                          f"{', '.join(manifest.artifacts) or 'none'}")
     outcomes = []
     for key, art in manifest.artifacts.items():
+        if keys and key not in keys:
+            continue
         problems = file_problems(bundle, art)
         size = sum(f.size for f in art.files)
         if problems:

@@ -59,6 +59,14 @@ class Captured:
         self.spec = spec
         self.program = capture(spec)
         self._decomposed: dict[str, torch.export.ExportedProgram] = {}
+        self._shared: dict = {}
+
+    def shared(self, key, make):
+        """What several targets derive alike from this capture (the fp32 ONNX graph: `onnx` and `tensorrt`),
+        made by `make()` the first time it is asked for and reused within the export."""
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]
 
     def decomposed(self, table: str = "core") -> torch.export.ExportedProgram:
         """'core': the core ATen decompositions; 'none': run_decompositions({}) (coremltools wants that)."""

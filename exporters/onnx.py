@@ -40,7 +40,12 @@ def is_available() -> tuple[bool, str]:
 
 
 def write_onnx(cap: Captured, path: Path, opset: int) -> None:
-    """The fp32 graph with the spec's input and output names, weights inside the one file."""
+    """The fp32 graph with the spec's input and output names, weights inside the one file. Translated once
+    per capture and opset: the targets that build from it (onnx, tensorrt) share the translation."""
+    path.write_bytes(cap.shared(("onnx", opset), lambda: _translate(cap, path, opset)))
+
+
+def _translate(cap: Captured, path: Path, opset: int) -> bytes:
     import logging
 
     import torch
@@ -56,6 +61,7 @@ def write_onnx(cap: Captured, path: Path, opset: int) -> None:
         program.save(str(path), external_data=False)
     except Exception as exc:  # the exporter raises many kinds; all mean the graph did not translate
         raise ConversionError(f"the ONNX exporter could not translate {cap.spec.name}: {_why(cap, exc, opset)}") from exc
+    return path.read_bytes()
 
 
 def check_names(ins, outs) -> None:

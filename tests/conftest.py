@@ -1,9 +1,22 @@
+import contextlib
+import fcntl
+import json
 import os
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-import torch
 
-from neat import NeatModel, preset
+# Under pytest-xdist each worker compiles with its own Inductor cache: two workers compiling the same graph
+# into one cache raced (a package read half-written: "json parse error"). Set before torch is imported.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"neat-tests-inductor-{_WORKER}")
+
+import torch  # noqa: E402
+
+from neat import NeatModel, preset  # noqa: E402
 
 os.environ["COLUMNS"] = "200"  # the CLI's tables unwrapped, however the tests are run (a tty, a log)
 # the graphs verified here are tiny (one chunk, one byte): on a shared 2-core machine a second intra-op thread
@@ -40,14 +53,71 @@ def shipped_eval(shipped_model) -> dict:
     return evaluate(shipped_model, load_checkpoint(SHIPPED_PLAIN), chunks=16)  # 2 KB streams: quicker
 
 
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on `path` shared by the xdist workers of one run (they wait for each other)."""
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def neat_bundle(tmp_path_factory):
-    """`neat export all` of the shipped model, once per session: (bundle path, CLI result)."""
+    """`neat export all` of the shipped model, once per test run: (bundle path, CLI result with exit_code and
+    output). Under pytest-xdist the first worker that needs it builds it, the others wait and share it."""
     from click.testing import CliRunner
 
     from neat.cli import main
 
-    out = tmp_path_factory.mktemp("neat") / "bundle"
-    res = CliRunner().invoke(main, ["export", "all", "--out", str(out), "--compute-capability", "8.9"],
-                             catch_exceptions=False)
-    return out, res
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if _WORKER else base  # a worker's basetemp is popen-gwN inside the run's own directory
+    out, done = root / "neat-bundle", root / "neat-bundle.result.json"
+    with _locked(root / "neat-bundle.lock"):
+        if not done.exists():
+            res = CliRunner().invoke(main, ["export", "all", "--out", str(out), "--compute-capability", "8.9"],
+                                     catch_exceptions=False)
+            done.write_text(json.dumps({"exit_code": res.exit_code, "output": res.output}))
+    return out, SimpleNamespace(**json.loads(done.read_text()))
+
+
+# The fixtures that cost minutes, and the order that keeps both workers busy under pytest-xdist
+# (`-n 2 --dist loadgroup`): tests that use a module-scoped fixture run on one worker per module (each module
+# fixture built once); the NEAT bundle is exported first (BUILDS_FIRST), the tests that need no bundle fill
+# the other worker meanwhile, and the tests that use the bundle come last, on whichever worker is free.
+# Tests of a shared build are `slow`: left out of the quick loop, `-m "not slow"`.
+SHARED_BUILDS = ("neat_bundle", "toy_bundle")
+BUILDS_FIRST = "tests/neat/test_export_cli.py::test_export_all_verifies_every_artifact"
+
+
+def _group(item) -> str | None:
+    if "toy_bundle" in item.fixturenames:
+        return "toy_bundle"
+    defs = item._fixtureinfo.name2fixturedefs
+    if any(d.scope == "module" for name in item.fixturenames for d in defs.get(name, ())):
+        return item.module.__name__
+    return None
+
+
+def _order(item) -> int:
+    if item.nodeid == BUILDS_FIRST:
+        return 0
+    return 2 if "neat_bundle" in item.fixturenames else 1
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks (its own hook turns them into groups)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = _group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+        if any(name in item.fixturenames for name in SHARED_BUILDS):
+            item.add_marker(pytest.mark.slow)
+    items.sort(key=_order)  # stable: the collection order within each rank
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False  # xdist: keep the order above, not the largest group first

@@ -7,16 +7,29 @@ import pytest
 from click.testing import CliRunner
 
 import runtimes
-from benchmarks.bench import bench
 from benchmarks.gate import gate
 from benchmarks.report import markdown
 
 
 @pytest.fixture(scope="module")
-def record(neat_bundle):
+def measured(neat_bundle, tmp_path_factory):
+    """One `neat bench` run as a user runs it (cold starts included), written as JSON, Markdown and a plot:
+    the directory holding r.json, r.md, r.png. Every test of the record reads this one measurement."""
+    from neat.cli import main
+
     out, res = neat_bundle
     assert res.exit_code == 0, res.output
-    return bench(out, runs=3, warmup=1, generate_bytes=8, decode_bytes=48, work_bytes=16)
+    files = tmp_path_factory.mktemp("bench")
+    res = CliRunner().invoke(main, ["bench", str(out), "--runs", "3", "--generate-bytes", "48",
+                                    "--json", str(files / "r.json"), "--markdown", str(files / "r.md"),
+                                    "--plot", str(files / "r.png")])
+    assert res.exit_code == 0, res.output
+    return files
+
+
+@pytest.fixture(scope="module")
+def record(measured):
+    return json.loads((measured / "r.json").read_text())
 
 
 def test_record_covers_every_runnable_artifact(record):
@@ -50,7 +63,7 @@ def test_record_covers_every_runnable_artifact(record):
 def test_generation_is_measured_by_both_paths_for_every_artifact(record):
     assert record["generation"] == {"prompt_bytes": 1024, "bytes": 48, "threads": 1}
     work = record["work_per_generated_byte"]
-    assert work["steps"] == 16 and work["full_steps"] + work["light_steps"] == 16 and work["full_steps"] > 0
+    assert work["steps"] == 48 and work["full_steps"] + work["light_steps"] == 48 and work["full_steps"] > 0
     assert work["flops"] > 1e5 and work["bytes"]["fp32"] > 1e5
     for r in record["artifacts"]:  # every artifact of the fp32 bundle carries the decode methods
         g = r["generation"]
@@ -121,25 +134,35 @@ def test_gate_passes_the_baseline_itself_and_catches_planted_regressions(record)
     assert any("not measured" in p for p in gate(fewer, record, 10))
 
 
-def test_cli_writes_json_and_markdown_and_gates(neat_bundle, tmp_path):
+def test_cli_writes_json_and_markdown_and_gates(measured, tmp_path):
     from neat.cli import main
 
-    out, _ = neat_bundle
-    args = ["bench", str(out), "--runs", "3", "--no-cold-start", "--generate-bytes", "16"]
-    res = CliRunner().invoke(main, args + ["--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"),
-                                           "--plot", str(tmp_path / "r.png")])
-    assert res.exit_code == 0, res.output
-    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    saved = json.loads((tmp_path / "r.json").read_text())
-    assert saved["artifacts"][0]["artifact"] == "eager" and (tmp_path / "r.md").read_text().startswith("# neat bench")
-    res = CliRunner().invoke(main, args + ["--baseline", str(tmp_path / "r.json"), "--max-regression", "95"])
-    assert res.exit_code == 0, res.output
+    assert (measured / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((measured / "r.json").read_text())
+    assert saved["artifacts"][0]["artifact"] == "eager" and (measured / "r.md").read_text().startswith("# neat bench")
+    stored = ["bench", "--record", str(measured / "r.json")]  # the measured run, gated without measuring again
+    res = CliRunner().invoke(main, stored + ["--baseline", str(measured / "r.json"), "--max-regression", "95"])
+    assert res.exit_code == 0 and "| cpu-fp32 |" in res.output and "no regression against" in res.output, res.output
     planted = copy.deepcopy(saved)
     for r in planted["artifacts"][1:]:
         r["speedup_vs_eager"] *= 100  # a baseline far faster than anything here: must fail
     (tmp_path / "fast.json").write_text(json.dumps(planted))
-    res = CliRunner().invoke(main, args + ["--baseline", str(tmp_path / "fast.json")])
+    res = CliRunner().invoke(main, stored + ["--baseline", str(tmp_path / "fast.json")])
     assert res.exit_code == 1 and "regression against" in res.output
+
+
+def test_bench_refuses_what_is_not_a_record(measured, tmp_path):
+    from neat.cli import main
+
+    (tmp_path / "x.json").write_text('{"artifacts": []}')
+    (tmp_path / "y.json").write_bytes(b"\xff not json")
+    for bad in ("x.json", "y.json"):
+        res = CliRunner().invoke(main, ["bench", "--record", str(tmp_path / bad)])
+        assert res.exit_code == 1 and "not a neat bench record" in res.output and "Traceback" not in res.output
+        res = CliRunner().invoke(main, ["bench", "--record", str(measured / "r.json"), "--baseline", str(tmp_path / bad)])
+        assert res.exit_code == 1 and "not a neat bench record" in res.output
+    res = CliRunner().invoke(main, ["bench", str(tmp_path), "--record", str(measured / "r.json")])
+    assert res.exit_code == 2 and "not both" in res.output
 
 
 def test_a_row_without_cpu_limits_shows_a_dash(record):
@@ -151,7 +174,7 @@ def test_a_row_without_cpu_limits_shows_a_dash(record):
     assert f"| {gpu_like['artifacts'][1]['artifact']} |" in markdown(gpu_like)
 
 
-def test_regression_script_fails_on_a_planted_regression(record, neat_bundle, tmp_path):
+def test_regression_script_fails_on_a_planted_regression(record, measured, tmp_path):
     from benchmarks import regression
 
     update = regression.options(regression.parse(["--update"]))
@@ -162,6 +185,5 @@ def test_regression_script_fails_on_a_planted_regression(record, neat_bundle, tm
     for r in planted["artifacts"][1:]:
         r["speedup_vs_eager"] *= 100  # a baseline far faster than anything here
     (tmp_path / "fast.json").write_text(json.dumps(planted))
-    out, _ = neat_bundle
-    assert regression.main(["--bundle", str(out), "--runs", "3", "--generate-bytes", "0",
-                            "--baseline", str(tmp_path / "fast.json")]) == 1
+    assert regression.main(["--record", str(measured / "r.json"), "--baseline", str(tmp_path / "fast.json")]) == 1
+    assert regression.main(["--record", str(measured / "r.json"), "--baseline", str(measured / "r.json")]) == 0

@@ -62,8 +62,11 @@ def test_verify_fails_on_a_damaged_bundle(neat_bundle, tmp_path):
     shutil.copytree(out, copy)
     path = copy / "onnx-fp32" / "model.onnx"
     path.write_bytes(path.read_bytes()[:-100])
-    res = CliRunner().invoke(main, ["verify", str(copy)])
+    res = CliRunner().invoke(main, ["verify", str(copy), "--artifact", "onnx-fp32"])  # the others: the test above
     assert res.exit_code == 1 and "onnx-fp32" in res.output and "truncated" in res.output
+    assert "cpu-fp32" not in res.output  # only the artifact asked for was rechecked
+    res = CliRunner().invoke(main, ["verify", str(copy), "--artifact", "tflite-fp32"])
+    assert res.exit_code == 1 and "no artifact 'tflite-fp32'" in res.output and "onnx-fp32" in res.output
 
 
 def test_export_errors_are_one_paragraph(tmp_path):
