@@ -107,10 +107,12 @@ def check(spec: ExportSpec, make_execution, precision: str) -> Parity:
 
 
 def export_bundle(spec: ExportSpec, targets: list[str], out: str | Path, precision: str = "fp32",
-                  options: dict | None = None, step: Step = _quiet) -> list[Outcome]:
+                  options: dict | None = None, step: Step = _quiet, sign: bool = True) -> list[Outcome]:
     """Build every target into the bundle at `out`. Artifacts that fail verification are not written
-    (a previous version of the same artifact stays); the others are committed together at the end."""
+    (a previous version of the same artifact stays); the others are committed together at the end, the
+    bundle signed with the user's own key (runtimes.trust.own_key) unless `sign` is False or NEAT_SIGN=0."""
     from exporters.registry import TARGETS
+    from runtimes.trust import auto_sign_key
 
     names = resolve_targets(targets, precision)
     if not names:
@@ -156,16 +158,18 @@ def export_bundle(spec: ExportSpec, targets: list[str], out: str | Path, precisi
                        requirements=built.requirements, build_seconds=round(seconds, 2), parity=parity,
                        settings=built.settings, methods=methods.parity, decode=methods.decode)
         if any(o.ok for o in outcomes):
-            writer.commit()
+            writer.commit(auto_sign_key() if sign else None)
     return outcomes
 
 
 def verify_bundle(bundle: str | Path, spec: ExportSpec, step: Step = _quiet,
-                  keys: tuple[str, ...] = ()) -> list[Outcome]:
+                  keys: tuple[str, ...] = (), trust=None) -> list[Outcome]:
     """Recheck every artifact's files against the manifest (or only the artifacts `keys` names), then rerun
-    every verification possible here."""
+    every verification possible here. Code-bearing artifacts run only as runtimes.load would run them
+    (`trust`, see runtimes.trust); refused ones are "not verified", with the reason."""
     from exporters.registry import TARGETS
     from runtimes.bundle import file_problems, read_manifest
+    from runtimes.trust import CODE_BEARING, code_refusal
 
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
@@ -184,6 +188,9 @@ def verify_bundle(bundle: str | Path, spec: ExportSpec, step: Step = _quiet,
         size = sum(f.size for f in art.files)
         if problems:
             outcomes.append(Outcome(art.target, art.precision, "failed", "integrity: " + "; ".join(problems), size=size))
+            continue
+        if art.target in CODE_BEARING and (refused := code_refusal(bundle, manifest, trust)):
+            outcomes.append(Outcome(art.target, art.precision, "not verified", refused, size=size))
             continue
         if art.target not in TARGETS:
             outcomes.append(Outcome(art.target, art.precision, "not verified", f"unknown target {art.target}"))

@@ -74,10 +74,15 @@ class BundleWriter:
         self.manifest.signature["init_state"] = asdict(
             FileEntry(INIT_STATE, sha256_file(path), path.stat().st_size))
 
-    def commit(self) -> None:
+    def commit(self, sign_key: Path | None = None) -> None:
+        """Write the manifest, sign the new version with `sign_key` (runtimes.trust) when given, swap it in."""
         shutil.rmtree(self.work / ".staging", ignore_errors=True)
         self.manifest.updated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         (self.work / MANIFEST).write_text(self.manifest.to_json())
+        if sign_key is not None:
+            from runtimes.trust import sign_bundle
+
+            sign_bundle(self.work, sign_key, check_files=False)  # the hashes were just computed from the files
         backup = backup_name(self.bundle)
         if backup.exists():
             shutil.rmtree(backup)

@@ -10,7 +10,10 @@ from pathlib import Path
 import click
 
 from neat import __version__
-from neat.deploy import DEFAULT_BUNDLE, user_errors
+from neat.deploy import DEFAULT_BUNDLE, parse_batch, user_errors
+
+TRUST_UNSIGNED = click.option("--trust-unsigned", is_flag=True, help="Also load the code-bearing artifacts (cpu, "
+                              "cuda, tensorrt) of a bundle not signed by a trusted key (see `neat sign`).")
 
 
 class NeatGroup(click.Group):
@@ -95,17 +98,6 @@ def eval_command(checkpoint: Path | None, plain: Path | None, chunks: int, as_js
     show(eval_tables(report))
 
 
-def _parse_batch(value: str) -> tuple[int, int]:
-    try:
-        lo, _, hi = value.partition(":")
-        bounds = (int(lo), int(hi or lo))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not MIN:MAX (e.g. 1:4) or N") from None
-    if not 1 <= bounds[0] <= bounds[1]:
-        raise click.BadParameter(f"{value!r}: need 1 <= MIN <= MAX")
-    return bounds
-
-
 @main.command("export")
 @click.argument("targets", nargs=-1, required=True)
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
@@ -138,7 +130,7 @@ def export_command(targets, checkpoint, out, precision, batch, **options) -> Non
     from neat.progress import timed_step
     from neat.report import outcomes_view, show
 
-    spec = neat_spec(checkpoint, batch=_parse_batch(batch))
+    spec = neat_spec(checkpoint, batch=parse_batch(batch))
     outcomes = export_bundle(spec, list(targets), out, precision, options, step=timed_step)
     show(outcomes_view(f"{spec.name} -> {out}", outcomes))
     check(outcomes, out)
@@ -148,30 +140,56 @@ def export_command(targets, checkpoint, out, precision, batch, **options) -> Non
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_BUNDLE)
 @click.option("--artifact", "keys", multiple=True, metavar="KEY",
               help="Recheck only this artifact, e.g. onnx-fp32 (repeatable; default: every artifact).")
-def verify_command(bundle: Path, keys: tuple[str, ...]) -> None:
-    """Recheck a bundle: every file against its sha256, then every verification this machine can run."""
+@click.option("--signature", is_flag=True, help="First require a valid signature by a trusted key.")
+@click.option("--trusted-key", "trusted", multiple=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A public key (PEM) to trust besides those in $NEAT_HOME/trusted/ (repeatable).")
+@TRUST_UNSIGNED
+def verify_command(bundle: Path, keys: tuple[str, ...], signature: bool, trusted: tuple[Path, ...],
+                   trust_unsigned: bool) -> None:
+    """Recheck a bundle: its signature (--signature), every file against its sha256, then every verification
+    this machine can run (code-bearing artifacts only from a bundle signed by a trusted key)."""
     from exporters.build import verify_bundle
     from neat.deploy import bundle_spec, check
     from neat.progress import timed_step
     from neat.report import outcomes_view, show
+    from runtimes.trust import UNSIGNED, require_signature
 
-    outcomes = verify_bundle(bundle, bundle_spec(bundle), step=timed_step, keys=keys)
+    if signature:
+        click.echo(f"signature: {require_signature(bundle, trusted).detail}")
+    trust = UNSIGNED if trust_unsigned else list(trusted) or None
+    outcomes = verify_bundle(bundle, bundle_spec(bundle), step=timed_step, keys=keys, trust=trust)
     show(outcomes_view(f"verify {bundle}", outcomes))
     check(outcomes, bundle)
+
+
+@main.command("sign")
+@click.argument("bundle", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Elliptic-curve private key (PEM). Default: your own, made on first use in $NEAT_HOME/keys/.")
+def sign_command(bundle: Path, key: Path | None) -> None:
+    """Sign BUNDLE (its manifest, and through it every file's sha256) into BUNDLE/bundle.sig. Whoever puts
+    the public key in their $NEAT_HOME/trusted/ then loads its code-bearing artifacts."""
+    from runtimes.trust import own_key, sign_bundle
+
+    click.echo(f"signed {bundle}: {sign_bundle(bundle, key or own_key())}")
 
 
 @main.command("info")
 @click.argument("bundle", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the profile and ranking as JSON.")
-def info_command(bundle: Path | None, as_json: bool) -> None:
+@TRUST_UNSIGNED
+def info_command(bundle: Path | None, as_json: bool, trust_unsigned: bool) -> None:
     """Show this machine's hardware profile and, for a BUNDLE, which artifact would run here and why
     each other one would or would not."""
     from runtimes.bundle import read_manifest
     from runtimes.profile import detect
     from runtimes.select import rank
+    from runtimes.trust import UNSIGNED, screen
 
-    profile = detect()
-    ranking = rank(read_manifest(bundle), profile, bundle) if bundle else []
+    profile, manifest = detect(), read_manifest(bundle) if bundle else None
+    ranking = rank(manifest, profile, bundle) if bundle else []
+    if bundle:
+        screen(ranking, bundle, manifest, UNSIGNED if trust_unsigned else None)
     chosen = next((c for c in ranking if c.usable and c.preferred), None)
     if as_json:
         click.echo(json.dumps({"profile": profile.to_dict(), "chosen": chosen.key if chosen else None,
@@ -199,12 +217,14 @@ def info_command(bundle: Path | None, as_json: bool) -> None:
                    "differs from the eager reference (fp16 and int8 artifacts may).")
 @click.option("--images", type=click.Path(file_okay=False, path_type=Path), default=Path("neat-images"),
               show_default=True, help="Where generated images are saved as PNG.")
+@TRUST_UNSIGNED
 def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, top_k, seed, autotune, compare,
-                images) -> None:
+                images, trust_unsigned) -> None:
     """Generate text from a bundle with the best artifact for this machine, streamed to stdout.
     The backend used is reported on stderr; generated images are saved as PNG and their paths printed."""
     import runtimes
     from runtimes.images import save_png
+    from runtimes.trust import UNSIGNED, unsigned_allowed
 
     if (prompt is None) == (prompt_file is None):
         raise click.UsageError("give the prompt as --prompt TEXT or --prompt-file FILE (one of them)")
@@ -214,10 +234,11 @@ def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, to
         from benchmarks.generation import compare_generation
         from neat.report import generation_table, show
 
-        show([generation_table(compare_generation(bundle, prompt, max_bytes), max_bytes)])
+        with unsigned_allowed(trust_unsigned):
+            show([generation_table(compare_generation(bundle, prompt, max_bytes), max_bytes)])
         return
 
-    session = runtimes.load(bundle, backend=backend, autotune=autotune)
+    session = runtimes.load(bundle, backend=backend, autotune=autotune, trust=UNSIGNED if trust_unsigned else None)
     click.echo(f"backend: {session.backend}", err=True)
     saved = []
 
@@ -260,8 +281,9 @@ def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, to
 @click.option("--record", "record_in", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Measure nothing: show, write and gate this stored --json record instead (e.g. a CI run's, "
                    "against a new --baseline). Takes no BUNDLE.")
+@TRUST_UNSIGNED
 def bench_command(bundle, runs, json_out, md_out, plot_out, baseline, max_regression, no_cold_start,
-                  generate_bytes, record_in) -> None:
+                  generate_bytes, record_in, trust_unsigned) -> None:
     """Measure the eager reference and every artifact of BUNDLE that runs here, in one run: parity,
     bits per byte on held-out text, greedy generation equality, load and cold-start time, latency
     percentiles, throughput, peak memory, speed as a ratio to eager, the share of this machine's measured
@@ -270,14 +292,16 @@ def bench_command(bundle, runs, json_out, md_out, plot_out, baseline, max_regres
     torch.compile's first call for comparison.
     With no BUNDLE, the default bundle (exported first if it does not exist)."""
     from benchmarks.run import run
+    from runtimes.trust import unsigned_allowed
 
     if generate_bytes == 1:
         raise click.BadParameter("give 0 (no generation figures) or at least 2 bytes: per-byte latency is the time "
                                  "between two generated bytes", param_hint="--generate-bytes")
     if record_in is not None and bundle is not None:
         raise click.UsageError("give a BUNDLE to measure or --record to show a stored record, not both")
-    run(bundle, runs, not no_cold_start, json_out, md_out, plot_out, baseline, max_regression, generate_bytes,
-        record_in)
+    with unsigned_allowed(trust_unsigned):  # the benchmark's own processes too
+        run(bundle, runs, not no_cold_start, json_out, md_out, plot_out, baseline, max_regression, generate_bytes,
+            record_in)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,20 @@ def check(outcomes, out: Path) -> None:
         raise ArtifactsFailed(f"{len(bad)} artifact(s) failed in {out}: {names}")
 
 
+def parse_batch(value: str) -> tuple[int, int]:
+    """`neat export --batch`: MIN:MAX or N as bounds (click.BadParameter when it is neither)."""
+    import click
+
+    try:
+        lo, _, hi = value.partition(":")
+        bounds = (int(lo), int(hi or lo))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not MIN:MAX (e.g. 1:4) or N") from None
+    if not 1 <= bounds[0] <= bounds[1]:
+        raise click.BadParameter(f"{value!r}: need 1 <= MIN <= MAX")
+    return bounds
+
+
 def bundle_spec(bundle: Path):
     """The export description to re-verify `bundle` with: the reference weights it carries, at its batch bounds."""
     from neat.export_spec import neat_spec

@@ -10,11 +10,11 @@ Importing this package needs none of the optional libraries (onnxruntime, coreml
 from runtimes.profile import CudaDevice, HardwareProfile, detect
 
 
-def load(bundle, backend=None, profile=None, autotune=False):
-    """See runtimes.session.load."""
+def load(bundle, backend=None, profile=None, autotune=False, trust=None):
+    """See runtimes.session.load (trust: runtimes.trust)."""
     from runtimes.session import load as _load
 
-    return _load(bundle, backend=backend, profile=profile, autotune=autotune)
+    return _load(bundle, backend=backend, profile=profile, autotune=autotune, trust=trust)
 
 
 __all__ = ["CudaDevice", "HardwareProfile", "detect", "load"]

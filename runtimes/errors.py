@@ -23,3 +23,12 @@ class EvaluationUnsupported(RuntimeLayerError):
 
 class InputError(RuntimeLayerError, ValueError):
     """An input does not match the bundle's signature (dtype, shape, batch bounds, token id range)."""
+
+
+class SignatureError(BundleError):
+    """A bundle cannot be signed or its signature checked: a missing or unreadable key, or no model-signing."""
+
+
+class UntrustedCode(RuntimeLayerError):
+    """A code-bearing artifact was asked for from a bundle not signed by a trusted key, or whose signature
+    does not verify (runtimes.trust)."""

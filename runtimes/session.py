@@ -12,9 +12,10 @@ import numpy as np
 
 from runtimes import backends
 from runtimes.bundle import Manifest, read_init_state, read_manifest, reference_path, verify_files
-from runtimes.errors import BackendUnavailable, InputError
+from runtimes.errors import BackendUnavailable, InputError, UntrustedCode
 from runtimes.profile import HardwareProfile, detect
 from runtimes.select import EAGER, Candidate, eager_requirements, rank
+from runtimes.trust import screen
 
 log = logging.getLogger("runtimes")
 DTYPES = {"int32": np.int32, "int64": np.int64, "bool": np.bool_, "float32": np.float32, "float16": np.float16}
@@ -96,16 +97,20 @@ def _autotune(bundle: Path, manifest: Manifest, ranked: list[Candidate], profile
 
 
 def load(bundle: str | Path, backend: str | None = None, profile: HardwareProfile | None = None,
-         autotune: bool = False) -> "Session":
+         autotune: bool = False, trust=None) -> "Session":
     """Open a bundle on this machine: the best usable artifact, falling back along the preference chain.
 
     backend: an artifact key ("onnx-fp32"), a target ("onnx"), or "eager", to force one (an error says
     why it cannot run here). autotune: time every usable candidate briefly (once per machine and bundle,
-    cached in ~/.cache/neat/autotune.json) and take the fastest instead of the preference order."""
+    cached in ~/.cache/neat/autotune.json) and take the fastest instead of the preference order.
+    trust: which code-bearing artifacts (cpu, cuda, tensorrt) may load (runtimes.trust): None, those of a
+    bundle signed by a key in $NEAT_HOME/trusted/; a list of public key paths, those keys too; "unsigned",
+    also unsigned bundles' (an opt-in). Refused ones are skipped, or raise UntrustedCode when forced."""
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     profile = profile or detect()
     ranked = rank(manifest, profile)  # files are hashed only for the artifact about to load (_runner)
+    refused = screen(ranked, bundle, manifest, trust)  # code-bearing artifacts of an untrusted bundle
     if autotune and backend is None:
         ranked = _autotune(bundle, manifest, ranked, profile)
     if backend is not None:
@@ -113,6 +118,9 @@ def load(bundle: str | Path, backend: str | None = None, profile: HardwareProfil
         if not wanted:
             raise BackendUnavailable(f"{bundle} has no artifact {backend!r}; it has "
                                      f"{', '.join(c.key for c in ranked)}")
+        if not any(c.usable for c in wanted) and any(c.key in refused for c in wanted):
+            why = next(refused[c.key] for c in wanted if c.key in refused)
+            raise UntrustedCode(f"{bundle}: {backend} is code-bearing, and the bundle is {why}")
         ranked = wanted
     skipped: list[Candidate] = []
     for cand in ranked:

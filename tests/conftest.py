@@ -14,6 +14,11 @@ _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 if _WORKER and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"neat-tests-inductor-{_WORKER}")
 
+# Bundles exported by the tests are signed with a key of this run (runtimes.trust), never one in ~/.config/neat;
+# the xdist workers of a run share it (a bundle exported on one worker is loaded on the other).
+os.environ["NEAT_HOME"] = os.path.join(tempfile.gettempdir(),
+                                       f"neat-tests-home-{os.environ.get('PYTEST_XDIST_TESTRUNUID') or os.getpid()}")
+
 import torch  # noqa: E402
 
 from neat import NeatModel, preset  # noqa: E402

@@ -132,6 +132,7 @@ def test_the_eager_fallback_needs_the_model_code_the_bundle_names(bundle, tmp_pa
     import json
 
     from runtimes.manifest import MANIFEST
+    from runtimes.trust import own_key, sign_bundle
 
     assert read_manifest(bundle).model["reference_loader"] == "neat"
     copy = tmp_path / "b"
@@ -141,6 +142,7 @@ def test_the_eager_fallback_needs_the_model_code_the_bundle_names(bundle, tmp_pa
         raw = json.loads((copy / MANIFEST).read_text())
         raw["model"]["reference_loader"] = name
         (copy / MANIFEST).write_text(json.dumps(raw))
+        sign_bundle(copy, own_key())  # a changed manifest is re-signed, or its code-bearing artifacts are refused
         with pytest.raises(BackendUnavailable, match=words):
             runtimes.load(copy, backend="eager")
         assert runtimes.load(copy).backend.key == "cpu-fp32"  # everything else still loads
