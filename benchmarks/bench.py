@@ -106,7 +106,7 @@ def _generation(runs: dict, reference_ids: list[int], work: dict | None, machine
 
 
 def bench(bundle: str | Path, runs: int = 50, warmup: int = 5, cold_start: bool = True,
-          generate_bytes: int = 32, decode_bytes: int = 1024, work_bytes: int = 256,
+          generate_bytes: int = 32, decode_bytes: int = 1024, work_bytes: int = 256, torch_compile: bool = True,
           report: Callable[[str], None] = lambda _: None) -> dict:
     """The full record for one bundle on this machine (see the module docstring); `report` gets progress.
     decode_bytes: greedy bytes generated per artifact and path after a 1 KB held-out prompt (0: no generation
@@ -177,7 +177,7 @@ def bench(bundle: str | Path, runs: int = 50, warmup: int = 5, cold_start: bool 
               if gen else None,
               "held_out": held_out_identity(texts),
               "artifacts": rows, "chosen": load(bundle).backend.key, "torch_compile": None}
-    if cold_start:
+    if cold_start and torch_compile:
         report("torch.compile first call (fresh process, empty compile cache, then warm)")
         with tempfile.TemporaryDirectory(prefix="neat-bench-inductor-") as cache:
             record["torch_compile"] = coldstart.torch_compile(bundle, Path(cache))

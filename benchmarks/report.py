@@ -35,7 +35,7 @@ def limits_line(record: dict) -> str:
 def compile_line(record: dict) -> str:
     tc = record.get("torch_compile")
     if not tc:
-        return "torch.compile first call: not measured (--no-cold-start)"
+        return "torch.compile first call: not measured (--no-cold-start or --no-torch-compile)"
     if tc["first_call_s"] is None:
         return f"torch.compile first call: failed ({tc['error']})"
     return (f"torch.compile first call in a fresh process: {tc['first_call_s']:.1f} s with an empty compile cache, "

@@ -44,11 +44,13 @@ def read_record(path: Path) -> dict:
 
 def run(bundle: Path | None = None, runs: int = 50, cold_start: bool = True, json_out: Path | None = None,
         md_out: Path | None = None, plot_out: Path | None = None, baseline: Path | None = None,
-        max_regression: float = 10.0, decode_bytes: int = 1024, record_in: Path | None = None) -> dict:
+        max_regression: float = 10.0, decode_bytes: int = 1024, record_in: Path | None = None,
+        torch_compile: bool = True) -> dict:
     """Benchmark `bundle`, print the results, write the files asked for, and raise Regression when an
     artifact's speed ratio to eager dropped by more than `max_regression` percent against `baseline` (or
     its parity, bits per byte or greedy generation got worse). decode_bytes: bytes generated per artifact and
-    path for the generation figures (0: none). With `record_in` (a stored record), nothing is measured: that
+    path for the generation figures (0: none); torch_compile: measure torch.compile's first call (with the cold
+    starts) for comparison. With `record_in` (a stored record), nothing is measured: that
     record is shown, written and gated. Returns the record."""
     if record_in is not None:
         record = read_record(record_in)
@@ -57,7 +59,7 @@ def run(bundle: Path | None = None, runs: int = 50, cold_start: bool = True, jso
         bundle = default_bundle() if bundle is None else bundle
         with status("benchmarking") as spinner:
             record = bench(bundle, runs=runs, cold_start=cold_start, decode_bytes=decode_bytes,
-                           report=lambda key: spinner.update(f"benchmarking {key}"))
+                           torch_compile=torch_compile, report=lambda key: spinner.update(f"benchmarking {key}"))
     show(terminal(record, bundle))
     if json_out:
         save_json(record, json_out)

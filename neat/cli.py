@@ -274,6 +274,8 @@ def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, to
 @click.option("--no-cold-start", is_flag=True,
               help="Skip the fresh-process measurements: each artifact's cold start and torch.compile's first "
                    "call (about a minute on a small CPU).")
+@click.option("--no-torch-compile", is_flag=True,
+              help="Measure the artifacts' cold starts but not torch.compile's first call (about a minute).")
 @click.option("--generate-bytes", default=1024, show_default=True, type=click.IntRange(0),
               help="Greedy bytes each artifact generates after a 1 KB held-out prompt, once by decode steps and "
                    "once by recomputing the partial chunk (0: skip the generation figures; eager recomputing "
@@ -283,7 +285,7 @@ def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, to
                    "against a new --baseline). Takes no BUNDLE.")
 @TRUST_UNSIGNED
 def bench_command(bundle, runs, json_out, md_out, plot_out, baseline, max_regression, no_cold_start,
-                  generate_bytes, record_in, trust_unsigned) -> None:
+                  no_torch_compile, generate_bytes, record_in, trust_unsigned) -> None:
     """Measure the eager reference and every artifact of BUNDLE that runs here, in one run: parity,
     bits per byte on held-out text, greedy generation equality, load and cold-start time, latency
     percentiles, throughput, peak memory, speed as a ratio to eager, the share of this machine's measured
@@ -301,7 +303,7 @@ def bench_command(bundle, runs, json_out, md_out, plot_out, baseline, max_regres
         raise click.UsageError("give a BUNDLE to measure or --record to show a stored record, not both")
     with unsigned_allowed(trust_unsigned):  # the benchmark's own processes too
         run(bundle, runs, not no_cold_start, json_out, md_out, plot_out, baseline, max_regression, generate_bytes,
-            record_in)
+            record_in, not no_torch_compile)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,12 @@ PRESETS: dict[str, NeatConfig] = {
         name="small", ent_dim=96, ent_layers=2, local_dim=192, local_heads=4,
         global_dim=384, global_layers=4, global_heads=6, mem_dim=64, mem_hidden=128, hash_rows=8191,
     ),
+    # for tests and quick experiments: every mechanism and the same state layout (chunk, patch slots, memory
+    # chunking, experts, image tokens) at a fraction of the width and depth (129k parameters against 1.8M)
+    "micro": NeatConfig(
+        name="micro", ent_dim=32, ent_layers=1, local_dim=32, local_heads=2,
+        global_dim=32, global_layers=1, global_heads=2, mem_dim=16, mem_hidden=16, hash_rows=257,
+    ),
 }
 
 

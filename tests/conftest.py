@@ -11,8 +11,11 @@ import pytest
 # Under pytest-xdist each worker compiles with its own Inductor cache: two workers compiling the same graph
 # into one cache raced (a package read half-written: "json parse error"). Set before torch is imported.
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+# Each worker also compiles on one thread: the other core is the other worker's (no pool of compile processes).
 if _WORKER and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"neat-tests-inductor-{_WORKER}")
+if _WORKER:
+    os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 # Bundles exported by the tests are signed with a key of this run (runtimes.trust), never one in ~/.config/neat;
 # the xdist workers of a run share it (a bundle exported on one worker is loaded on the other).
@@ -41,6 +44,17 @@ def random_model() -> NeatModel:
         for layer in model.layers:  # make the memory matter: a non-zero second layer
             layer.memory.w2_init.normal_(0, 0.1)
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def micro_checkpoint(tmp_path_factory):
+    """A checkpoint of the `micro` preset with random weights (seeded), for tests whose point is a mechanism,
+    not the shipped model's size: exports of it compile and verify in a fraction of the time."""
+    from neat.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = NeatModel(preset("micro").replace(entropy_threshold=5.2)).factor_svf()  # patches of varied length
+    return save_checkpoint(model.eval(), tmp_path_factory.mktemp("micro") / "micro.safetensors")
 
 
 @pytest.fixture(scope="session")
@@ -89,17 +103,19 @@ def neat_bundle(tmp_path_factory):
 
 
 # The fixtures that cost minutes, and the order that keeps both workers busy under pytest-xdist
-# (`-n 2 --dist loadgroup`): tests that use a module-scoped fixture run on one worker per module (each module
-# fixture built once); the NEAT bundle is exported first (BUILDS_FIRST), the tests that need no bundle fill
-# the other worker meanwhile, and the tests that use the bundle come last, on whichever worker is free.
-# Tests of a shared build are `slow`: left out of the quick loop, `-m "not slow"`.
-SHARED_BUILDS = ("neat_bundle", "toy_bundle")
+# (`-n 2 --dist loadgroup`): the NEAT bundle is exported first (BUILDS_FIRST) while the other worker builds the
+# smaller shared fixtures (GROUPED: each test using one runs on the worker that built it) and runs the tests
+# that need no bundle; the tests that use the NEAT bundle come last, on whichever worker is free. Tests using a
+# module-scoped fixture run on one worker per module (each module fixture built once). Tests of a shared
+# build are `slow`: left out of the quick loop, `-m "not slow"`.
+GROUPED = ("neat_fp16_bundle", "toy_bundle")
 BUILDS_FIRST = "tests/neat/test_export_cli.py::test_export_all_verifies_every_artifact"
 
 
 def _group(item) -> str | None:
-    if "toy_bundle" in item.fixturenames:
-        return "toy_bundle"
+    for name in GROUPED:
+        if name in item.fixturenames:
+            return name
     defs = item._fixtureinfo.name2fixturedefs
     if any(d.scope == "module" for name in item.fixturenames for d in defs.get(name, ())):
         return item.module.__name__
@@ -109,7 +125,9 @@ def _group(item) -> str | None:
 def _order(item) -> int:
     if item.nodeid == BUILDS_FIRST:
         return 0
-    return 2 if "neat_bundle" in item.fixturenames else 1
+    if "neat_bundle" in item.fixturenames:
+        return 3
+    return 1 if any(name in item.fixturenames for name in GROUPED) else 2
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the marks (its own hook turns them into groups)
@@ -118,7 +136,7 @@ def pytest_collection_modifyitems(config, items):
         group = _group(item)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
-        if any(name in item.fixturenames for name in SHARED_BUILDS):
+        if any(name in item.fixturenames for name in (*GROUPED, "neat_bundle")):
             item.add_marker(pytest.mark.slow)
     items.sort(key=_order)  # stable: the collection order within each rank
 

@@ -7,20 +7,21 @@ import pytest
 from click.testing import CliRunner
 
 import runtimes
-from benchmarks.gate import gate
+from benchmarks.gate import gate, targets
 from benchmarks.report import markdown
 
 
 @pytest.fixture(scope="module")
 def measured(neat_bundle, tmp_path_factory):
-    """One `neat bench` run as a user runs it (cold starts included), written as JSON, Markdown and a plot:
-    the directory holding r.json, r.md, r.png. Every test of the record reads this one measurement."""
+    """One `neat bench` run as a user runs it (the artifacts' cold starts included; torch.compile's first call
+    is measured in its own test, on another bundle), written as JSON, Markdown and a plot: the directory
+    holding r.json, r.md, r.png. Every test of the record reads this one measurement."""
     from neat.cli import main
 
     out, res = neat_bundle
     assert res.exit_code == 0, res.output
     files = tmp_path_factory.mktemp("bench")
-    res = CliRunner().invoke(main, ["bench", str(out), "--runs", "3", "--generate-bytes", "48",
+    res = CliRunner().invoke(main, ["bench", str(out), "--runs", "3", "--generate-bytes", "48", "--no-torch-compile",
                                     "--json", str(files / "r.json"), "--markdown", str(files / "r.md"),
                                     "--plot", str(files / "r.png")])
     assert res.exit_code == 0, res.output
@@ -52,11 +53,13 @@ def test_record_covers_every_runnable_artifact(record):
     assert work["flops"] > 1e8 and work["bytes"]["int8"] < work["bytes"]["fp16"] < work["bytes"]["fp32"]
     assert record["chosen"] == runtimes.load(record["bundle"]).backend.key
     assert record["held_out"]["bytes"] == 2 * 8 * record["chunk_len"] and len(record["held_out"]["sha256"]) == 64
-    tc = record["torch_compile"]
-    assert tc["error"] is None and tc["first_call_s"] > tc["warm_cache_first_call_s"] > 0
-    assert len(record["targets"]) == 6 and all(t["measured"] is not None for t in record["targets"])
+    assert record["torch_compile"] is None  # --no-torch-compile
+    unmeasured = [t["target"] for t in record["targets"] if t["measured"] is None]
+    assert len(record["targets"]) == 6 and unmeasured == ["torch.compile first call / chosen cold start"]
+    tc = {"first_call_s": 60.0, "warm_cache_first_call_s": 10.0, "peak_rss_mib": 900.0, "error": None}
+    assert all(t["measured"] is not None for t in targets({**record, "torch_compile": tc}))
     text = markdown(record)
-    assert "| cpu-fp32 |" in text and "torch.compile first call" in text and "GFLOP/s" in text
+    assert "| cpu-fp32 |" in text and "torch.compile first call: not measured" in text and "GFLOP/s" in text
     assert "| step bytes/s |" in text and "one stepped byte is" in text
 
 
@@ -100,6 +103,17 @@ def test_roofline_fraction_is_the_bound_over_the_latency():
     assert compute["bound_by"] == "memory" and compute["limit_fraction"] == pytest.approx(0.5)
     half = fraction(work, machine, "fp16", 0.04)  # fp16 moves half the bytes: bound 20 ms either way
     assert half["limit_fraction"] == pytest.approx(0.5) and half["gflops_s"] == pytest.approx(50)
+
+
+def test_torch_compile_first_call_is_measured_cold_then_warm(neat_fp16_bundle, tmp_path):
+    """What the artifacts replace: the reference model under torch.compile, first called in a fresh process
+    with an empty compile cache, then again with that cache warm (any bundle carrying the reference)."""
+    from benchmarks import coldstart
+    from benchmarks.report import compile_line
+
+    tc = coldstart.torch_compile(neat_fp16_bundle, tmp_path / "cache")
+    assert tc["error"] is None and tc["first_call_s"] > tc["warm_cache_first_call_s"] > 0 and tc["peak_rss_mib"] > 10
+    assert compile_line({"torch_compile": tc}).startswith("torch.compile first call in a fresh process")
 
 
 def test_a_worker_that_cannot_load_names_the_artifact(neat_bundle):

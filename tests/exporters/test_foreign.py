@@ -10,6 +10,8 @@ from exporters.registry import TARGETS
 from foreign import CASES
 from runtimes.bundle import read_manifest
 
+pytestmark = pytest.mark.slow  # 23 modules through four targets: minutes
+
 SUITE_TARGETS = ("exported", "onnx", "cpu", "coreml")
 
 

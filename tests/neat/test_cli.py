@@ -1,6 +1,7 @@
 """The `neat` command as a user runs it: version, help, eval of the shipped model, a short training run."""
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from neat import __version__
@@ -23,6 +24,7 @@ def test_eval_of_a_missing_checkpoint_is_one_clear_line(tmp_path):
     assert "no checkpoint at" in res.output and "Traceback" not in res.output
 
 
+@pytest.mark.slow  # evaluates the shipped model and its baselines on held-out streams
 def test_shipped_checkpoint_beats_its_simple_baselines_and_uses_its_carried_state(shipped_eval):
     """What the shipped model measurably does (README, `neat eval`); the bars it misses are listed there."""
     r = shipped_eval

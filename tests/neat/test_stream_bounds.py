@@ -7,6 +7,8 @@ import torch
 from neat import STATE_NAMES
 from neat.config import BOI_ID, EOI_ID, FIRST_CODE_ID
 
+pytestmark = pytest.mark.slow  # long adversarial streams through the model
+
 CHUNKS = 256
 MEMORY = ("mem_w1", "mem_w2", "mem_s1", "mem_s2")
 
