@@ -69,9 +69,40 @@ def _checked_entry(bundle: Path, raw: dict, where: str) -> Path:
     return resolve_inside(bundle, f.path)
 
 
+def unlisted_problems(bundle: Path, artifact: Artifact) -> list[str]:
+    """The files the artifact's backend opens (its FILE, for the chunk forward and each method) that the
+    manifest does not list, and so does not hash: a backend loads only what the integrity check covered. A
+    FILE that is a directory (an .mlpackage) is opened whole: every file in it must be listed."""
+    from runtimes import backends
+    from runtimes.errors import BackendUnavailable
+
+    try:
+        opened = backends.get(artifact.target).FILE
+    except BackendUnavailable:
+        return []  # no backend here opens anything of it
+    listed = {f.path for f in artifact.files}
+    out = []
+    for method in ["", *artifact.methods]:
+        rel = "/".join(p for p in (artifact.key, method, opened) if p)
+        inside = {p for p in listed if p.startswith(rel + "/")}
+        if rel not in listed and not inside:
+            out.append(f"artifact {artifact.key} does not list {rel}, which its backend loads: re-export it")
+            continue
+        folder = bundle / rel
+        if inside and folder.is_dir() and not folder.is_symlink():
+            extra = sorted(p.relative_to(bundle).as_posix() for p in folder.rglob("*") if not p.is_dir())
+            extra = [p for p in extra if p not in inside]
+            if extra:
+                out.append(f"artifact {artifact.key} does not list {', '.join(extra[:3])}"
+                           f"{f' and {len(extra) - 3} more' if len(extra) > 3 else ''} in {rel}, which its "
+                           "backend loads: re-export it")
+    return out
+
+
 def file_problems(bundle: Path, artifact: Artifact) -> list[str]:
-    """Every way the artifact's files differ from the manifest (empty when intact)."""
-    return [p for p in (entry_problem(bundle, f) for f in artifact.files) if p]
+    """Every way the artifact's files differ from the manifest (empty when intact): a file its backend opens
+    that the manifest does not list, or a listed file missing, outside the bundle, or changed."""
+    return unlisted_problems(bundle, artifact) + [p for p in (entry_problem(bundle, f) for f in artifact.files) if p]
 
 
 def reference_path(bundle: Path, manifest: Manifest) -> Path | None:
@@ -88,7 +119,16 @@ def read_init_state(bundle: Path, manifest: Manifest) -> list[np.ndarray]:
     if not entry:
         raise BundleError(f"{bundle} records no initial state; re-export it with `neat export`")
     tensors = load_file(str(_checked_entry(bundle, entry, "signature.init_state")))
-    return [tensors[t["name"]] for t in manifest.signature["state"]]
+    out = []
+    for t in manifest.signature["state"]:
+        want = tuple(1 if d == "batch" else d for d in t["shape"])
+        got = tensors.get(t["name"])
+        if got is None or got.shape != want or str(got.dtype) != t["dtype"]:
+            found = "absent" if got is None else f"{got.dtype} {tuple(got.shape)}"
+            raise BundleError(f"{bundle}: the initial state {t['name']!r} is {found}, the signature says "
+                              f"{t['dtype']} {want}; the manifest does not match its files: re-export the bundle")
+        out.append(got)
+    return out
 
 
 def verify_files(bundle: Path, artifact: Artifact) -> None:

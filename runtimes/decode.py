@@ -28,6 +28,8 @@ def roles_problem(decode: dict, methods: Sequence[str]) -> str:
     """What is wrong with a `decode` mapping over these method names ('' when nothing)."""
     if not decode:
         return ""
+    if not all(isinstance(m, str) for m in decode.values()):
+        return "decode roles must each name a method (a string)"
     unknown = sorted(set(decode) - set(ROLES))
     if unknown:
         return f"unknown decode role(s) {unknown}; roles are {', '.join(ROLES)}"

@@ -21,6 +21,11 @@ class EvaluationUnsupported(RuntimeLayerError):
     """An off-device evaluator met something it cannot compute: the artifact is "not verified", never passed."""
 
 
+class RunFailed(RuntimeLayerError):
+    """A backend failed on inputs that match the bundle's signature, or returned other outputs than the
+    signature lists: the artifact and its manifest disagree."""
+
+
 class InputError(RuntimeLayerError, ValueError):
     """An input does not match the bundle's signature (dtype, shape, batch bounds, token id range)."""
 

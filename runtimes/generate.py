@@ -13,7 +13,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from runtimes.errors import InputError
+from runtimes.errors import BundleError, InputError
 
 DECODING = ("auto", "step", "recompute")
 
@@ -52,8 +52,18 @@ def _integer(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
+def _finite(x) -> bool:
+    try:
+        return bool(np.isfinite(float(x)))
+    except OverflowError:  # an int beyond any float
+        return False
+
+
 def check_options(prompt, max_new_bytes, temperature, top_k, seed, signature: dict) -> None:
     """InputError naming the first generation argument that is not what `stream` takes."""
+    why = text_model_problem(signature)
+    if why:
+        raise InputError(f"this bundle's model does not generate text: {why}; run it with session.call")
     vocab = signature["outputs"][0]["shape"][-1]
     if isinstance(prompt, str):
         raise InputError("the prompt is a str: give bytes, e.g. prompt.encode('utf-8')")
@@ -64,12 +74,25 @@ def check_options(prompt, max_new_bytes, temperature, top_k, seed, signature: di
     if not _integer(max_new_bytes) or max_new_bytes < 0:
         raise InputError(f"max_new_bytes={max_new_bytes!r}: give a whole number of bytes, 0 or more")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating, np.integer)) \
-            or not np.isfinite(temperature) or temperature < 0:
+            or not _finite(temperature) or temperature < 0:
         raise InputError(f"temperature={temperature!r}: give a finite number, 0 (greedy) or more")
     if not _integer(top_k) or not 0 <= top_k <= vocab:
         raise InputError(f"top_k={top_k!r}: give a whole number from 0 (all tokens) to the vocabulary size {vocab}")
     if not _integer(seed) or seed < 0:
         raise InputError(f"seed={seed!r}: give a whole number, 0 or more")
+
+
+def text_model_problem(signature: dict) -> str:
+    """Why a signature is not a byte-level language model's ('' when it is): its first input token ids
+    (batch, T), its first output scores (batch, T, V)."""
+    ins, outs = signature["inputs"], signature["outputs"]
+    if not ins or ins[0]["shape"][:1] != ["batch"] or len(ins[0]["shape"]) != 2 or ins[0]["dtype"] not in ("int32", "int64"):
+        return "its first input is not token ids of shape (batch, T)"
+    T = ins[0]["shape"][1]
+    if not outs or len(outs[0]["shape"]) != 3 or outs[0]["shape"][:2] != ["batch", T] or T < 1 \
+            or outs[0]["shape"][2] < 1 or not outs[0]["dtype"].startswith("float"):
+        return "its first output is not scores of shape (batch, T, V) for its input's T"
+    return ""
 
 
 def prefill(session, buf: Sequence[int]):
@@ -138,5 +161,8 @@ def decode_image(tokens: dict, codes: list[int]) -> np.ndarray:
     """Image codes -> (H, W) grey image in [0, 1], through the bundle's visual codebook (`tokens` metadata)."""
     G, p = tokens["image_grid"], tokens["patch_px"]
     book = np.asarray(tokens["codebook"], np.float32)
+    if codes and not 0 <= min(codes) <= max(codes) < len(book):
+        raise BundleError(f"an image code {max(codes)} is outside the bundle's codebook of {len(book)} codes: its "
+                          "manifest's model.tokens do not match the model; re-export the bundle")
     cells = book[np.asarray(codes[: G * G] + [0] * max(0, G * G - len(codes)))].reshape(G, G, p, p)
     return cells.transpose(0, 2, 1, 3).reshape(G * p, G * p)

@@ -12,7 +12,7 @@ import numpy as np
 
 from runtimes import backends
 from runtimes.bundle import Manifest, read_init_state, read_manifest, reference_path, verify_files
-from runtimes.errors import BackendUnavailable, InputError, UntrustedCode
+from runtimes.errors import BackendUnavailable, InputError, RunFailed, RuntimeLayerError, UntrustedCode
 from runtimes.profile import HardwareProfile, detect
 from runtimes.select import EAGER, Candidate, eager_requirements, rank
 from runtimes.trust import screen
@@ -130,7 +130,8 @@ def load(bundle: str | Path, backend: str | None = None, profile: HardwareProfil
         try:
             run = _runner(bundle, manifest, cand, profile)
         except Exception as exc:  # a backend failing to load is a reason to fall back, not to stop
-            skipped.append(Candidate(cand.key, cand.target, False, f"failed to load: {type(exc).__name__}: {exc}"))
+            said = " ".join(str(exc).split())[:500]  # one line, whatever the library's message
+            skipped.append(Candidate(cand.key, cand.target, False, f"failed to load: {type(exc).__name__}: {said}"))
             log.warning("%s: not loaded (%s: %s); falling back to the next artifact", cand.key,
                         type(exc).__name__, exc)
             continue
@@ -163,6 +164,8 @@ class Session:
 
     def _check_batch(self, batch: int) -> None:
         lo, hi = self.batch_bounds
+        if not isinstance(batch, (int, np.integer)) or isinstance(batch, (bool, np.bool_)):
+            raise InputError(f"batch={batch!r}: give a whole number from {lo} to {hi}")
         if not lo <= batch <= hi:
             raise InputError(f"batch {batch} is outside this bundle's bounds {lo}..{hi}: split the batch, or "
                              f"re-export with `neat export ... --batch {min(lo, batch)}:{max(hi, batch)}`")
@@ -207,10 +210,27 @@ class Session:
         batch = self._check([tokens], self._inputs, "input", None)
         self._check_batch(batch)
         self._check(state, self._state, "state", batch)
-        with self._lock:
-            outs = self._run(tokens, *state)
+        outs = self._execute(tokens, *state)
         n = len(self._outputs)
         return np.asarray(outs[0]), [np.asarray(s) for s in outs[n:]]
+
+    def _execute(self, *arrays: np.ndarray) -> list:
+        """The backend on checked inputs; what it raises, or outputs other than the signature's, is RunFailed."""
+        try:
+            with self._lock:
+                outs = list(self._run(*arrays))
+        except RuntimeLayerError:
+            raise
+        except Exception as exc:  # the library's own error, on inputs that match the signature
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise RunFailed(f"{self.backend.key} failed on inputs that match the bundle's signature "
+                            f"({type(exc).__name__}: {first}): the artifact and its manifest disagree; "
+                            "re-export the bundle with `neat export`") from exc
+        want = len(self._outputs) + len(self._state)
+        if len(outs) != want:
+            raise RunFailed(f"{self.backend.key} returned {len(outs)} arrays, the signature lists {want} outputs "
+                            "and new state: the artifact and its manifest disagree; re-export the bundle")
+        return outs
 
     def call(self, *inputs: np.ndarray, state: list[np.ndarray] | None = None
              ) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -219,10 +239,9 @@ class Session:
         batch = self._check(list(inputs), self._inputs, "input", None)
         if batch is not None:
             self._check_batch(batch)
-        state = self.new_state(batch or self.batch_bounds[0]) if state is None else list(state)
+        state = self.new_state(batch or self.batch_bounds[0]) if state is None else state
         self._check(state, self._state, "state", batch)
-        with self._lock:
-            outs = self._run(*inputs, *state)
+        outs = self._execute(*inputs, *state)
         n = len(self._outputs)
         return [np.asarray(o) for o in outs[:n]], [np.asarray(s) for s in outs[n:]]
 

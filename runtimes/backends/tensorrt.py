@@ -21,6 +21,9 @@ FLAVOURS = ("tensorrt", "tensorrt_rtx")
 
 def problem(requirements: dict, profile) -> str:
     libs = profile.libraries
+    if requirements.get("flavour") and requirements["flavour"] not in FLAVOURS:
+        return f"engine built with an unknown TensorRT flavour {requirements['flavour']!r} (this version runs " \
+               f"{' and '.join(FLAVOURS)}): rebuild with `neat export tensorrt`"
     flavours = [requirements["flavour"]] if requirements.get("flavour") else list(FLAVOURS)
     flavour = next((f for f in flavours if f in libs), None)
     if flavour is None:
