@@ -11,9 +11,9 @@ import pytest
 # Under pytest-xdist each worker compiles with its own Inductor cache: two workers compiling the same graph
 # into one cache raced (a package read half-written: "json parse error"). Set before torch is imported.
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
-# Each worker also compiles on one thread: the other core is the other worker's (no pool of compile processes).
 if _WORKER and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"neat-tests-inductor-{_WORKER}")
+# Each worker also compiles on one thread: the other core is the other worker's (no pool of compile processes).
 if _WORKER:
     os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
