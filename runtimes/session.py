@@ -110,18 +110,18 @@ def load(bundle: str | Path, backend: str | None = None, profile: HardwareProfil
     manifest = read_manifest(bundle)
     profile = profile or detect()
     ranked = rank(manifest, profile)  # files are hashed only for the artifact about to load (_runner)
-    refused = screen(ranked, bundle, manifest, trust)  # code-bearing artifacts of an untrusted bundle
-    if autotune and backend is None:
-        ranked = _autotune(bundle, manifest, ranked, profile)
     if backend is not None:
         wanted = [c for c in ranked if backend in (c.key, c.target)]
         if not wanted:
             raise BackendUnavailable(f"{bundle} has no artifact {backend!r}; it has "
                                      f"{', '.join(c.key for c in ranked)}")
-        if not any(c.usable for c in wanted) and any(c.key in refused for c in wanted):
-            why = next(refused[c.key] for c in wanted if c.key in refused)
-            raise UntrustedCode(f"{bundle}: {backend} is code-bearing, and the bundle is {why}")
         ranked = wanted
+    # code-bearing artifacts of an untrusted bundle (the signature is checked only when one is a candidate)
+    refused = screen(ranked, bundle, manifest, trust)
+    if backend is not None and not any(c.usable for c in ranked) and refused:
+        raise UntrustedCode(f"{bundle}: {backend} is code-bearing, and the bundle is {next(iter(refused.values()))}")
+    if autotune and backend is None:
+        ranked = _autotune(bundle, manifest, ranked, profile)
     skipped: list[Candidate] = []
     for cand in ranked:
         if not cand.usable or (backend is None and not cand.preferred):
