@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -173,6 +174,7 @@ def verify_bundle(bundle: str | Path, spec: ExportSpec, step: Step = _quiet,
 
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
+    refusal = functools.cache(lambda: code_refusal(bundle, manifest, trust))  # the signature, checked once
     if manifest.model.get("weights_sha256") != spec.weights_sha256:
         raise ExportError(f"{bundle} was built from other weights than {spec.name}'s reference; "
                           "verify it with the checkpoint it was exported from, or re-export it")
@@ -189,7 +191,7 @@ def verify_bundle(bundle: str | Path, spec: ExportSpec, step: Step = _quiet,
         if problems:
             outcomes.append(Outcome(art.target, art.precision, "failed", "integrity: " + "; ".join(problems), size=size))
             continue
-        if art.target in CODE_BEARING and (refused := code_refusal(bundle, manifest, trust)):
+        if art.target in CODE_BEARING and (refused := refusal()):
             outcomes.append(Outcome(art.target, art.precision, "not verified", refused, size=size))
             continue
         if art.target not in TARGETS:
