@@ -31,14 +31,22 @@ of text bytes complete a patch, and the split path is ~1.7-1.9x faster than the 
 (benchmarks/decode_step.py). fp16 artifacts keep `_plan`, `_entropy` and `_restart` in fp32 (the source
 fragments "self._plan(", "self._entropy(", "self._restart(" as fp32 scopes): the patch layout hangs on
 H > theta, and a boundary flipped by rounding changes every state after it.
-STEP_STATE_NAMES lists the state; shapes:
+Every attention reads keys and values carried in the state (neat.step_cache), so a step projects one new
+row per layer, never its cached inputs again; the normalised inputs stay only where the chunk commit or the
+memory update needs them (windows, lat_cache). STEP_STATE_NAMES lists the state; shapes (per head: H heads
+of hd = dim / H; keys of the byte windows before RoPE, applied per step):
     context (B, k) int32 last tokens            pos, npatch, ent_prev, seen (B, 1) position in the chunk,
     mod_raw (B, 2) unclamped image counters      boundaries so far, H_{t-1}, `seen` at the chunk start
     disp (B, D + 1) dispatch at the chunk start  disp_sum (B, D) sum of this chunk's normed encodings
-    ent_cache (B, Le, T, de) entropy layers' normed inputs   enc_window, dec_window (B, W, d) rolling
+    ent_k, ent_v (B, Le, He, T, de / He) entropy layers' keys/values of positions 0..t (the rest stale/zero)
+    enc_window, dec_window (B, W, d) rolling normed inputs (for the chunk state)
+    enc_k, enc_v, dec_k, dec_v (B, Hl, W, d / Hl) their keys (before RoPE) and values
     xbuf (B, T, d) encoder outputs, pidbuf (B, T) patch id of each byte (-1: none yet)
     gbuf (B, Pm + 1, D) slot 0: previous chunk's last patch output, slot s + 1: slot s's output
-    lat_cache (B, L, Pm, D) latent layers' normed inputs   lat_window (B, L, R, D), lat_valid (B, R)
+    read_k, read_v (B, Hl, Pm, d / Hl) the decoder's read keys/values of gbuf slots 0..Pm - 1
+    lat_cache (B, L, Pm, D) latent layers' normed inputs (memory updates, chunk commit)
+    lat_k, lat_v (B, L, Hg, Np + R + Pm, D / Hg) latent keys/values: persistent, carried, this chunk's slots
+    lat_window (B, L, R, D), lat_valid (B, R) the carried patches (as in the chunk state)
     mem_w1, mem_w2, mem_s1, mem_s2 (B, L, ...) the memory as of the current memory chunk's start
 """
 from __future__ import annotations
@@ -51,40 +59,19 @@ from neat.config import BOI_ID, EOI_ID, FIRST_CODE_ID, NEG
 from neat.errors import NeatError
 from neat.layers import carried_key_bias, l2norm
 from neat.model import NeatModel, last_real
+from neat.step_cache import decoder_read, keep, latent_kv, onehot, put_row, read_kv, window_step
 from neat.svf import DISPATCH_HORIZON, running_mean
 from neat.titans import memory_apply
 
-STEP_STATE_NAMES = ("context", "pos", "npatch", "ent_prev", "seen", "mod_raw", "disp", "disp_sum", "ent_cache",
-                    "enc_window", "dec_window", "xbuf", "pidbuf", "gbuf", "lat_cache", "lat_window", "lat_valid",
+STEP_STATE_NAMES = ("context", "pos", "npatch", "ent_prev", "seen", "mod_raw", "disp", "disp_sum", "ent_k", "ent_v",
+                    "enc_window", "enc_k", "enc_v", "dec_window", "dec_k", "dec_v", "xbuf", "pidbuf", "gbuf",
+                    "read_k", "read_v", "lat_cache", "lat_k", "lat_v", "lat_window", "lat_valid",
                     "mem_w1", "mem_w2", "mem_s1", "mem_s2")
+WINDOW_KV = ("enc_k", "enc_v", "dec_k", "dec_v")
 
 
 class StepStateError(NeatError):
     """A step state is used where it does not fit (e.g. read as a chunk state in the middle of a chunk)."""
-
-
-def onehot(i: torch.Tensor, n: int) -> torch.Tensor:
-    """i (B, 1) float index -> (B, 1, n) float one-hot (all zeros where i is out of range)."""
-    return (i[..., None] == torch.arange(n, device=i.device, dtype=i.dtype)).to(i.dtype)
-
-
-def put_row(buf: torch.Tensor, row: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
-    """buf (B, N, C) with row (B, 1, C) written where sel (B, 1, N) one-hot is 1 (exact: a select)."""
-    return torch.where(sel.transpose(1, 2) > 0, row, buf)
-
-
-def keep(flag: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-    """new where the per-row flag (B, 1) bool is set, else old (any shape with batch first)."""
-    return torch.where(flag.view(-1, *[1] * (new.dim() - 1)), new, old)
-
-
-def window_step(block, x: torch.Tensor, window: torch.Tensor, bias: torch.Tensor):
-    """One byte through a WindowBlock: x (B, 1, d); window (B, W, d) normed inputs of the last W bytes;
-    bias (B, 1, 1, W) -> (B, 1, d), new window. The query sees the W - 1 latest carried bytes and itself."""
-    h = block.norm1(x)
-    kv = torch.cat([window[:, 1:], h], dim=1)  # (B, W, d)
-    x = x + block.attn(h, kv, bias)
-    return x + block.mlp(block.norm2(x)), kv
 
 
 class DecodeStep(nn.Module):
@@ -105,16 +92,28 @@ class DecodeStep(nn.Module):
 
     def from_chunk_state(self, state) -> tuple[torch.Tensor, ...]:
         """A chunk state (after a prefill of whole chunks) -> the step state at t = 0 of the next chunk."""
-        c = self.model.cfg
+        return self._enter(state)
+
+    def _enter(self, state, windows=None) -> tuple[torch.Tensor, ...]:
+        """from_chunk_state; windows: the byte windows' keys/values (WINDOW_KV) where they are at hand (a
+        restart: the commit passes the windows through), else projected from the chunk state's windows."""
+        m, c = self.model, self.model.cfg
         (context, seen, prev_patch, disp, mod, enc_win, dec_win, lat_win, lat_valid, w1, w2, s1, s2) = state
         B, f = context.shape[0], seen.dtype
         T, Pm, D, L = c.chunk_len, c.max_patches, c.global_dim, c.global_layers
+        He = c.ent_heads
         zeros = seen.new_zeros
+        if windows is None:
+            windows = (*m.encoder.block.attn.kv(enc_win), *m.decoder.block.attn.kv(dec_win))  # (B, Hl, W, hd)
+        enc_k, enc_v, dec_k, dec_v = windows
         gbuf = torch.cat([prev_patch[:, None], zeros(B, Pm, D)], dim=1)
-        return (context, zeros(B, 1), zeros(B, 1), zeros(B, 1), seen, mod, disp, zeros(B, D),
-                zeros(B, c.ent_layers, T, c.ent_dim), enc_win, dec_win, zeros(B, T, c.local_dim),
-                torch.full((B, T), -1.0, dtype=f, device=seen.device), gbuf, zeros(B, L, Pm, D), lat_win,
-                lat_valid, w1, w2, s1, s2)
+        read_k, read_v = read_kv(m.decoder, prev_patch, Pm)  # (B, Hl, Pm, d / Hl)
+        lat_k, lat_v = latent_kv(m, lat_win)  # (B, L, Hg, Np + R + Pm, D / Hg)
+        ent = (c.ent_layers, He, T, c.ent_dim // He)  # two tensors: aliased inputs would be one in an export
+        return (context, zeros(B, 1), zeros(B, 1), zeros(B, 1), seen, mod, disp, zeros(B, D), zeros(B, *ent), zeros(B, *ent),
+                enc_win, enc_k, enc_v, dec_win, dec_k, dec_v, zeros(B, T, c.local_dim),
+                torch.full((B, T), -1.0, dtype=f, device=seen.device), gbuf, read_k, read_v,
+                zeros(B, L, Pm, D), lat_k, lat_v, lat_win, lat_valid, w1, w2, s1, s2)
 
     def chunk_state(self, state) -> tuple[torch.Tensor, ...]:
         """The chunk state after a full chunk of steps (what NeatModel.forward returns for that chunk)."""
@@ -155,7 +154,7 @@ class DecodeStep(nn.Module):
         chunk committed); elsewhere S as it is. Its own method: an fp16 artifact keeps this selection in fp32,
         else every full step would round the state it passes through (the entropy model's cache: H moves).
         fp32 scopes match the source lines of an op's stack, so its call line calls nothing else."""
-        fresh = dict(zip(STEP_STATE_NAMES, self.from_chunk_state(self._commit(S))))
+        fresh = dict(zip(STEP_STATE_NAMES, self._enter(self._commit(S), tuple(S[k] for k in WINDOW_KV))))
         return {k: keep(full, fresh[k], v) for k, v in S.items()}
 
     def _plan(self, token, S):
@@ -178,15 +177,15 @@ class DecodeStep(nn.Module):
         T, W, Pm = c.chunk_len, c.local_window, c.max_patches
         t = S["pos"]
         at = onehot(t, T)  # (B, 1, T)
-        ent, ent_cache = self._entropy(token, S["ent_cache"], t, at)
+        ent, ent_k, ent_v = self._entropy(token, S["ent_k"], S["ent_v"], t, at)
         # encoder byte, with the unclamped image counters of the chunk so far
         mod = S["mod_raw"]
         kb = carried_key_bias((S["seen"] + t).clamp(max=float(W)), W, 1)[..., 1:]  # (B, 1, 1, W)
         x = m.encoder.embed(token, S["context"], mod, at @ m.encoder.pos)  # (B, 1, d)
-        x, enc_win = window_step(m.encoder.block, x, S["enc_window"], kb)
-        # decoder byte: complete patches only (gbuf slots 0..pid)
-        y = m.decoder.read(x, S["gbuf"][:, :Pm], pid)
-        y, dec_win = window_step(m.decoder.block, y, S["dec_window"], kb)
+        x, enc_win, enc_k, enc_v = window_step(m.encoder.block, x, S["enc_window"], S["enc_k"], S["enc_v"], kb)
+        # decoder byte: complete patches only (gbuf slots 0..pid, through their read keys/values)
+        y = decoder_read(m.decoder, x, S["read_k"], S["read_v"], pid)
+        y, dec_win, dec_k, dec_v = window_step(m.decoder.block, y, S["dec_window"], S["dec_k"], S["dec_v"], kb)
         mask, _ = m.modality(token, mod)
         logits = m.decoder.head(m.decoder.norm(y)) + mask  # (B, 1, V)
         is_boi, is_eoi = (token == BOI_ID).to(t.dtype), (token == EOI_ID).to(t.dtype)
@@ -194,25 +193,28 @@ class DecodeStep(nn.Module):
         mod = torch.cat([mod[:, :1] + is_boi - is_eoi,
                          mod[:, 1:] + (token >= FIRST_CODE_ID).to(t.dtype) - n_img * is_eoi], dim=1)
         S.update(context=torch.cat([S["context"][:, 1:], token], dim=1), pos=t + 1.0, ent_prev=ent, mod_raw=mod,
-                 ent_cache=ent_cache, enc_window=enc_win, dec_window=dec_win,
+                 ent_k=ent_k, ent_v=ent_v, enc_window=enc_win, enc_k=enc_k, enc_v=enc_v, dec_window=dec_win,
+                 dec_k=dec_k, dec_v=dec_v,
                  xbuf=put_row(S["xbuf"], x, at), pidbuf=torch.where(at[:, 0] > 0, pid, S["pidbuf"]))
         return (logits, *(S[k] for k in STEP_STATE_NAMES))
 
-    def _entropy(self, token, ent_cache, t, at):
+    def _entropy(self, token, ent_k, ent_v, t, at):
         """The entropy model for the byte at position t (B, 1), one-hot at (B, 1, T): causal over the chunk so
-        far (absolute positions) -> H (B, 1), the new ent_cache (B, Le, T, de). Its own method, like `_plan`: the
-        patch decisions hang on H > theta, so an fp16 artifact keeps both in fp32."""
+        far (absolute positions) -> H (B, 1), the new ent_k, ent_v (B, Le, He, T, de / He). Its own method, like
+        `_plan`: the patch decisions hang on H > theta, so an fp16 artifact keeps both in fp32."""
         m, T = self.model, self.model.cfg.chunk_len
         e = m.entropy.tok(token) + at @ m.entropy.pos  # (B, 1, de)
         bias = ((torch.arange(T, device=t.device, dtype=t.dtype) > t) * NEG)[:, None, None, :]  # (B, 1, 1, T)
-        caches = []
+        ks, vs = [], []
         for i, block in enumerate(m.entropy.blocks):
             h = block.norm1(e)
-            cache = put_row(ent_cache[:, i], h, at)  # (B, T, de)
-            e = e + block.attn(h, cache, bias)
+            kn, vn = block.attn.kv(h)  # (B, He, 1, de / He)
+            k, v = put_row(ent_k[:, i], kn, at), put_row(ent_v[:, i], vn, at)  # (B, He, T, de / He)
+            e = e + block.attn.attend(h, k, v, bias)
             e = e + block.mlp(block.norm2(e))
-            caches.append(cache)
-        return entropy(m.entropy.head(m.entropy.norm(e))), torch.stack(caches, dim=1)
+            ks.append(k)
+            vs.append(v)
+        return entropy(m.entropy.head(m.entropy.norm(e))), torch.stack(ks, dim=1), torch.stack(vs, dim=1)
 
     def _close(self, S, npatch, do, end):
         """Run the latent layers for the patch slot min(npatch - 1, Pm - 1), complete where do (B, 1) is set;
@@ -237,14 +239,15 @@ class DecodeStep(nn.Module):
         row_ok = (rows <= s).to(f)  # (B, C) real slots of the memory chunk
         update = do & ((s - first == C - 1) | end)
         x = enc + sp @ m.slot_pos  # (B, 1, D)
-        caches, mems = [], []
+        at_key = torch.cat([torch.zeros_like(s[..., None]).expand(-1, -1, Np + c.latent_window), sp], -1)
+        caches, lat_k, lat_v, mems = [], [], [], []
         for i, layer in enumerate(m.layers):
             w = [S[k][:, i] for k in ("mem_w1", "mem_w2", "mem_s1", "mem_s2")]
             h = layer.norm1(x)
             cache = put_row(S["lat_cache"][:, i], h, sp)  # (B, Pm, D)
-            kv = torch.cat([layer.persistent.expand(x.shape[0], -1, -1), S["lat_window"][:, i] + layer.carry_pos,
-                            cache], dim=1)
-            a = layer.attn(h, kv, bias)
+            kn, vn = layer.attn.kv(h)  # (B, Hg, 1, D / Hg)
+            lk, lv = put_row(S["lat_k"][:, i], kn, at_key), put_row(S["lat_v"][:, i], vn, at_key)  # (B, Hg, N, .)
+            a = layer.attn.attend(h, lk, lv, bias)
             r = layer.memory.out(memory_apply(l2norm(layer.memory.q(h)), w[0], w[1]))  # weights before the chunk
             g = torch.sigmoid(layer.gate(h))
             x = x + g * a + (1.0 - g) * r
@@ -252,12 +255,19 @@ class DecodeStep(nn.Module):
             _, k, v, gates, theta = layer.memory.project(pick @ cache, row_ok)
             new = layer.memory.update(k, v, gates, theta, row_ok, *w)
             caches.append(cache)
+            lat_k.append(lk)
+            lat_v.append(lv)
             mems.append([keep(update, n, o) for n, o in zip(new, w)])
         out = m.norm(x)  # (B, 1, D)
         S = dict(S)
         S["gbuf"] = keep(do, put_row(S["gbuf"], out, onehot(s + 1.0, Pm + 1)), S["gbuf"])
+        rk, rv = m.decoder.cross.kv(m.decoder.norm_kv(out))  # (B, Hl, 1, d / Hl): slot s + 1 (none past Pm - 1)
+        S["read_k"] = keep(do, put_row(S["read_k"], rk, onehot(s + 1.0, Pm)), S["read_k"])
+        S["read_v"] = keep(do, put_row(S["read_v"], rv, onehot(s + 1.0, Pm)), S["read_v"])
         S["disp_sum"] = keep(do, disp_sum[:, 0], S["disp_sum"])
         S["lat_cache"] = keep(do, torch.stack(caches, dim=1), S["lat_cache"])
+        S["lat_k"] = keep(do, torch.stack(lat_k, dim=1), S["lat_k"])
+        S["lat_v"] = keep(do, torch.stack(lat_v, dim=1), S["lat_v"])
         for j, k in enumerate(("mem_w1", "mem_w2", "mem_s1", "mem_s2")):
             S[k] = torch.stack([mem[j] for mem in mems], dim=1)
         return S
