@@ -155,7 +155,7 @@ class DecodeStep(nn.Module):
         else every full step would round the state it passes through (the entropy model's cache: H moves).
         fp32 scopes match the source lines of an op's stack, so its call line calls nothing else."""
         fresh = dict(zip(STEP_STATE_NAMES, self._enter(self._commit(S), tuple(S[k] for k in WINDOW_KV))))
-        return {k: keep(full, fresh[k], v) for k, v in S.items()}
+        return {k: v if fresh[k] is v else keep(full, fresh[k], v) for k, v in S.items()}  # passed through: as is
 
     def _plan(self, token, S):
         """Where the byte falls: full (B, 1) the previous step ended a chunk; t its position; npatch the boundaries
