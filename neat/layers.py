@@ -111,8 +111,9 @@ class Attention(nn.Module):
         return self.o(y.transpose(1, 2).reshape(B, Q, self.heads * self.head_dim))
 
     def kv(self, xkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """xkv (B, K, kv_dim) -> keys (before RoPE) and values (B, H, K, hd): what a decode step carries."""
-        return self._split(self.k(xkv)), self._split(self.v(xkv))
+        """xkv (B, K, kv_dim) -> keys (before RoPE) and values (B, H, K, hd): what a decode step carries, so
+        contiguous (an export specialises to its example inputs' strides; runtimes pass contiguous arrays)."""
+        return self._split(self.k(xkv)).contiguous(), self._split(self.v(xkv)).contiguous()
 
     def attend(self, xq: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """forward(xq, xkv, bias) with the keys and values given as kv(xkv) (the same arithmetic)."""

@@ -86,8 +86,10 @@ class DecodeStep(nn.Module):
         self.model = model
 
     # ----- state ---------------------------------------------------------------------------------
+    @torch.no_grad()
     def step_state(self, batch: int) -> tuple[torch.Tensor, ...]:
-        """The step state before the first byte of every sequence."""
+        """The step state before the first byte of every sequence (plain data: its keys come from the weights,
+        but nothing differentiates through an initial state)."""
         return self.from_chunk_state(self.model.init_state(batch))
 
     def from_chunk_state(self, state) -> tuple[torch.Tensor, ...]:

@@ -132,6 +132,18 @@ def test_step_entry_points_export_strictly_and_match_eager(random_model, entry):
             state = step(tokens[:, i : i + 1], *state)[1:]
 
 
+def test_step_states_are_contiguous(random_model):
+    """Exports specialise to their example inputs' strides and runtimes pass contiguous arrays: a strided state
+    (a transposed per-head view) would be read wrongly by an AOTInductor package and refused by Core ML."""
+    step = DecodeStep(random_model)
+    state = step.step_state(2)
+    for tok in (0, 1):
+        for name, s in zip(STEP_STATE_NAMES, state):
+            assert s.is_contiguous(), f"{name} is not contiguous"
+        with torch.no_grad():
+            _, *state = step(torch.full((2, 1), tok, dtype=torch.int32), *state)
+
+
 def test_chunk_state_of_a_partial_chunk_is_refused(random_model):
     step = DecodeStep(random_model)
     _, *state = step(torch.zeros((1, 1), dtype=torch.int32), *step.step_state(1))
