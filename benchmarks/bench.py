@@ -29,7 +29,8 @@ from neat.bits import cross_entropy_bits
 from runtimes.bundle import read_manifest, reference_path
 from runtimes.profile import detect
 from runtimes.select import EAGER, rank
-from runtimes.session import Session, load
+from runtimes.pick import load
+from runtimes.session import Session
 
 GENERATE_PROMPT = b"The module provides functions for "
 HELD_OUT_CHUNKS = 8  # per held-out text (prose, code), state carried across them

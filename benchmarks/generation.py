@@ -20,7 +20,7 @@ def first_difference(a: bytes, b: bytes) -> int | None:
 
 def compare_generation(bundle: str | Path, prompt: bytes, max_new_bytes: int) -> list[dict]:
     """[{key, text, first_difference, error}] for the reference and every usable artifact."""
-    from runtimes.session import load
+    from runtimes.pick import load
 
     bundle = Path(bundle)
     ranking = rank(read_manifest(bundle), detect(), bundle)

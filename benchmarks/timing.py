@@ -23,7 +23,9 @@ TAG = "neat-timing "  # marks the protocol's lines on the worker's stdout
 
 
 class Workers:
-    """One process per artifact key, each with the bundle loaded; `latencies` takes turns across them."""
+    """One process per artifact key, each with the bundle loaded; `latencies` takes turns across them.
+    A key may name a thread count, "cpu-fp32@2": that worker loads with threads=2 (runtimes.threads);
+    without one it runs with the default thread policy, as runtimes.load does."""
 
     def __init__(self, bundle: Path, keys: list[str]):
         self.procs: dict[str, subprocess.Popen] = {}
@@ -63,7 +65,8 @@ class Workers:
                 out[key] += self._reply(key)
         return out
 
-    def generation(self, prompt: list[int], n: int, threads: int | None = None) -> dict[str, dict]:
+    def generation(self, prompt: list[int], n: int, threads: int | None = None,
+                   paths: tuple[str, ...] | None = None) -> dict[str, dict]:
         """Greedy generation of n bytes after `prompt` by each path (benchmarks.generation.PATHS) in every
         worker, taking turns: {key: {path: timed run, or {'skipped': why}}}. torch runs `threads` threads
         meanwhile (default benchmarks.generation.THREADS)."""
@@ -71,7 +74,7 @@ class Workers:
 
         threads = THREADS if threads is None else threads
         out: dict[str, dict] = {key: {} for key in self.procs}
-        for path in PATHS:
+        for path in paths or PATHS:
             for key, proc in self.procs.items():
                 proc.stdin.write(json.dumps({"generate": n, "path": path, "prompt": prompt, "threads": threads}) + "\n")
                 out[key][path] = self._reply(key)
@@ -116,11 +119,12 @@ def _serve(bundle: str, key: str) -> None:
     """The worker: load, say how long it took, then answer [batch, runs, warmup] lines with latencies and
     generation jobs (dicts, `_generate`) with their timed runs."""
     from runtimes.profile import detect
-    from runtimes.session import load
+    from runtimes.pick import load
 
     detect()  # the hardware detection is not part of loading the artifact
     t0 = time.perf_counter()
-    session = load(bundle, backend=key)
+    key, _, threads = key.partition("@")
+    session = load(bundle, backend=key, threads=int(threads) if threads else None)
     print(TAG + json.dumps(time.perf_counter() - t0), flush=True)
     for line in sys.stdin:
         job = json.loads(line)

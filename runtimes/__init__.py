@@ -10,11 +10,11 @@ Importing this package needs none of the optional libraries (onnxruntime, coreml
 from runtimes.profile import CudaDevice, HardwareProfile, detect
 
 
-def load(bundle, backend=None, profile=None, autotune=False, trust=None):
-    """See runtimes.session.load (trust: runtimes.trust)."""
-    from runtimes.session import load as _load
+def load(bundle, backend=None, profile=None, autotune=None, trust=None, threads=None):
+    """See runtimes.pick.load (trust: runtimes.trust; threads: runtimes.threads)."""
+    from runtimes.pick import load as _load
 
-    return _load(bundle, backend=backend, profile=profile, autotune=autotune, trust=trust)
+    return _load(bundle, backend=backend, profile=profile, autotune=autotune, trust=trust, threads=threads)
 
 
 __all__ = ["CudaDevice", "HardwareProfile", "detect", "load"]

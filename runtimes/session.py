@@ -1,144 +1,23 @@
-"""Loading a bundle for this machine, and the one Session interface every backend shares."""
+"""The one Session interface every backend shares (runtimes.pick loads a bundle into one)."""
 from __future__ import annotations
 
-import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
-from runtimes import backends
-from runtimes.bundle import Manifest, read_init_state, read_manifest, reference_path, verify_files
-from runtimes.errors import BackendUnavailable, InputError, RunFailed, RuntimeLayerError, UntrustedCode
-from runtimes.profile import HardwareProfile, detect
-from runtimes.select import EAGER, Candidate, eager_requirements, rank
-from runtimes.trust import screen
+from runtimes.bundle import Manifest, read_init_state
+from runtimes.errors import InputError, RunFailed, RuntimeLayerError
+from runtimes.pick import Choice
+from runtimes.select import EAGER
 
-log = logging.getLogger("runtimes")
 DTYPES = {"int32": np.int32, "int64": np.int64, "bool": np.bool_, "float32": np.float32, "float16": np.float16}
 
 
 def _batched(info: dict) -> bool:
     return bool(info["shape"]) and info["shape"][0] == "batch"
-
-
-@dataclass
-class Choice:
-    """Which backend a Session runs on, and why: the chosen candidate and every one skipped before it."""
-
-    key: str
-    target: str
-    reason: str
-    skipped: list[Candidate] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        lines = [f"{self.key}: {self.reason}"]
-        lines += [f"  skipped {c.key}: {c.reason}" for c in self.skipped]
-        return "\n".join(lines)
-
-
-def _runner(bundle: Path, manifest: Manifest, cand: Candidate, profile: HardwareProfile, method: str = "") -> Callable:
-    """The chunk forward of a candidate, or with `method` one of its further entry points."""
-    if cand.target == EAGER:
-        needs = eager_requirements(manifest) | ({"method": method} if method else {})
-        return backends.get(EAGER).load(reference_path(bundle, manifest), needs, profile)
-    art = manifest.artifacts[cand.key]
-    verify_files(bundle, art)  # hashes checked right before loading anything executable
-    return backends.get(art.target).load(bundle / cand.key / method if method else bundle / cand.key,
-                                         art.requirements, profile)
-
-
-def _fingerprint(profile: HardwareProfile, manifest: Manifest) -> str:
-    import hashlib
-    import json
-
-    blob = json.dumps([profile.to_dict(), manifest.model.get("weights_sha256"),
-                       sorted((k, [f.sha256 for f in a.files]) for k, a in manifest.artifacts.items())],
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
-def _autotune_cache() -> Path:
-    import os
-
-    return Path(os.environ.get("NEAT_CACHE_DIR", Path.home() / ".cache" / "neat")) / "autotune.json"
-
-
-def _autotune(bundle: Path, manifest: Manifest, ranked: list[Candidate], profile: HardwareProfile) -> list[Candidate]:
-    """Reorder the usable candidates fastest first, timing each briefly once per machine and bundle."""
-    import json
-
-    cache_path = _autotune_cache()
-    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    key = _fingerprint(profile, manifest)
-    if key not in cache:
-        timings = {}
-        for cand in ranked:
-            if not (cand.usable and cand.preferred):
-                continue
-            try:
-                session = Session(bundle, manifest, _runner(bundle, manifest, cand, profile),
-                                  Choice(cand.key, cand.target, cand.reason))
-                session.timed(1, runs=2)  # warm-up
-                timings[cand.key] = session.timed(1, runs=5)
-            except Exception:  # a candidate that fails here simply is not the fastest
-                continue
-        cache[key] = timings
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        cache_path.write_text(json.dumps(cache, indent=1))
-    timings = cache[key]
-    for cand in ranked:
-        if cand.key in timings:
-            cand.reason += f"; measured {timings[cand.key] * 1e3:.2f} ms per chunk"
-    return sorted(ranked, key=lambda c: (c.key not in timings, timings.get(c.key, 0.0)))
-
-
-def load(bundle: str | Path, backend: str | None = None, profile: HardwareProfile | None = None,
-         autotune: bool = False, trust=None) -> "Session":
-    """Open a bundle on this machine: the best usable artifact, falling back along the preference chain.
-
-    backend: an artifact key ("onnx-fp32"), a target ("onnx"), or "eager", to force one (an error says
-    why it cannot run here). autotune: time every usable candidate briefly (once per machine and bundle,
-    cached in ~/.cache/neat/autotune.json) and take the fastest instead of the preference order.
-    trust: which code-bearing artifacts (cpu, cuda, tensorrt) may load (runtimes.trust): None, those of a
-    bundle signed by a key in $NEAT_HOME/trusted/; a list of public key paths, those keys too; "unsigned",
-    also unsigned bundles' (an opt-in). Refused ones are skipped, or raise UntrustedCode when forced."""
-    bundle = Path(bundle)
-    manifest = read_manifest(bundle)
-    profile = profile or detect()
-    ranked = rank(manifest, profile)  # files are hashed only for the artifact about to load (_runner)
-    if backend is not None:
-        wanted = [c for c in ranked if backend in (c.key, c.target)]
-        if not wanted:
-            raise BackendUnavailable(f"{bundle} has no artifact {backend!r}; it has "
-                                     f"{', '.join(c.key for c in ranked)}")
-        ranked = wanted
-    # code-bearing artifacts of an untrusted bundle (the signature is checked only when one is a candidate)
-    refused = screen(ranked, bundle, manifest, trust)
-    if backend is not None and not any(c.usable for c in ranked) and refused:
-        raise UntrustedCode(f"{bundle}: {backend} is code-bearing, and the bundle is {next(iter(refused.values()))}")
-    if autotune and backend is None:
-        ranked = _autotune(bundle, manifest, ranked, profile)
-    skipped: list[Candidate] = []
-    for cand in ranked:
-        if not cand.usable or (backend is None and not cand.preferred):
-            skipped.append(cand)
-            continue
-        try:
-            run = _runner(bundle, manifest, cand, profile)
-        except Exception as exc:  # a backend failing to load is a reason to fall back, not to stop
-            said = " ".join(str(exc).split())[:500]  # one line, whatever the library's message
-            skipped.append(Candidate(cand.key, cand.target, False, f"failed to load: {type(exc).__name__}: {said}"))
-            log.warning("%s: not loaded (%s: %s); falling back to the next artifact", cand.key,
-                        type(exc).__name__, exc)
-            continue
-        return Session(bundle, manifest, run, Choice(cand.key, cand.target, cand.reason, skipped),
-                       lambda method, cand=cand: _runner(bundle, manifest, cand, profile, method))
-    reasons = "; ".join(f"{c.key}: {c.reason}" for c in skipped)
-    raise BackendUnavailable(f"nothing in {bundle} can run here ({reasons})")
 
 
 class Session:
@@ -156,6 +35,7 @@ class Session:
         self.batch_bounds = (dyn["min"], dyn["max"])
         self._init = read_init_state(bundle, manifest)
         self.tokens = manifest.model.get("tokens", {})
+        self.threads = None  # the thread counts it runs with (runtimes.threads.Threads), set by runtimes.load
 
     # ----- state and one chunk -----------------------------------------------------------------------
     def new_state(self, batch: int = 1) -> list[np.ndarray]:
@@ -316,3 +196,10 @@ class Session:
     def timed(self, batch: int = 1, runs: int = 5) -> float:
         """Median seconds of one chunk at this batch (for autotuning and quick checks)."""
         return float(np.median(self.latencies(batch, runs)))
+
+
+def load(*args, **kwargs) -> Session:
+    """runtimes.pick.load (kept here for code that imports it from runtimes.session)."""
+    from runtimes.pick import load as _load
+
+    return _load(*args, **kwargs)

@@ -22,6 +22,11 @@ if _WORKER:
 os.environ["NEAT_HOME"] = os.path.join(tempfile.gettempdir(),
                                        f"neat-tests-home-{os.environ.get('PYTEST_XDIST_TESTRUNUID') or os.getpid()}")
 
+# runtimes.load's measured pick (runtimes.measured) caches per run, and the suite uses the static order, so that
+# which artifact a test gets never hangs on timing noise; tests of the measured pick turn it on themselves.
+os.environ["NEAT_CACHE_DIR"] = os.environ["NEAT_HOME"] + "-cache"
+os.environ.setdefault("NEAT_PICK", "static")
+
 import torch  # noqa: E402
 
 from neat import NeatModel, preset  # noqa: E402

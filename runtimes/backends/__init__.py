@@ -7,7 +7,9 @@ Every backend module has the same names (tests/runtimes/test_backends.py checks 
     is_available()                     (ok, why): whether this machine has what the backend needs, in words
     problem(requirements, profile)     why an artifact with these manifest requirements cannot run on a machine
                                        with this profile ('' when it can): decided from data, nothing is loaded
-    load(path, requirements, profile)  a runner: numpy arrays in signature order -> list of numpy arrays
+    load(path, requirements, profile, threads=None)
+                                       a runner: numpy arrays in signature order -> list of numpy arrays;
+                                       threads: its intra-op threads (runtimes.threads), None leaves the default
 
 `select` ranks candidates; each backend alone knows its rules (libraries, versions, OS, CPU features,
 compute capability). Adding a runtime is one module here and one line in BACKENDS.

@@ -20,13 +20,18 @@ def torch_problem(libraries: dict) -> str:
     return "" if "torch" in libraries else "PyTorch is not installed: pip install torch"
 
 
-def torch_runner(fn: Callable, device: str = "cpu", copy: bool = False) -> Callable:
+def torch_runner(fn: Callable, device: str = "cpu", copy: bool = False, threads: int | None = None) -> Callable:
     """numpy arrays in -> `fn` on torch tensors (on `device`) -> numpy arrays out, flattened in order.
-    copy=True gives `fn` its own copy of every input (for code that may write into its inputs)."""
+    copy=True gives `fn` its own copy of every input (for code that may write into its inputs). threads:
+    torch's per-process intra-op thread count for the call (runtimes.threads; None leaves it as it is)."""
     import torch
+
+    from runtimes.threads import torch_threads
 
     @torch.no_grad()
     def run(*arrays: np.ndarray) -> list[np.ndarray]:
+        if threads:
+            torch_threads(threads)
         tensors = [torch.from_numpy(np.array(a, copy=True) if copy else np.ascontiguousarray(a)).to(device)
                    for a in arrays]
         return [t.detach().cpu().numpy() for t in torch.utils._pytree.tree_leaves(fn(*tensors))]

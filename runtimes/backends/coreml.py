@@ -72,7 +72,7 @@ def interface(description) -> tuple[list[str], list[str], list[str], dict[str, s
     return inputs, outputs, state_names, boundary(metadata)
 
 
-def load(path: Path, requirements: dict, profile):
+def load(path: Path, requirements: dict, profile, threads: int | None = None):  # CoreML schedules its own
     import coremltools as ct
 
     units = requirements.get("compute_units", "all")

@@ -39,7 +39,7 @@ def is_available() -> tuple[bool, str]:
     return availability(problem, lambda p: f"AOTInductor (torch {p.libraries['torch']})")
 
 
-def load_package(path: Path, device: str):
+def load_package(path: Path, device: str, threads: int | None = None):
     import torch
 
     try:  # (path, model name in the package, run single-threaded, runners, device index: -1 = the current one)
@@ -47,8 +47,8 @@ def load_package(path: Path, device: str):
     except TypeError:  # a torch whose loader takes other arguments: its own (slower) entry point
         loader = torch._inductor.aoti_load_package(str(Path(path) / FILE)).loader
     # inputs and outputs are flat tuples of tensors, so the package's call spec is the identity
-    return torch_runner(lambda *tensors: loader.boxed_run(list(tensors)), device)
+    return torch_runner(lambda *tensors: loader.boxed_run(list(tensors)), device, threads=threads)
 
 
-def load(path: Path, requirements: dict, profile):
-    return load_package(path, "cpu")
+def load(path: Path, requirements: dict, profile, threads: int | None = None):
+    return load_package(path, "cpu", threads)

@@ -28,5 +28,5 @@ def is_available() -> tuple[bool, str]:
     return availability(problem, lambda p: f"AOTInductor on {p.cuda[0].name}")
 
 
-def load(path: Path, requirements: dict, profile):
-    return load_package(path, "cuda")
+def load(path: Path, requirements: dict, profile, threads: int | None = None):
+    return load_package(path, "cuda", threads)

@@ -51,7 +51,7 @@ def loader(name: str):
     return _entry(name).load()
 
 
-def load(path: Path, requirements: dict, profile):
+def load(path: Path, requirements: dict, profile, threads: int | None = None):
     """requirements["method"], when given, names one of the model's further entry points: the reference
     module provides it as `entry_point(name)`."""
     model = loader(requirements.get("loader", ""))(Path(path)).eval()
@@ -61,4 +61,4 @@ def load(path: Path, requirements: dict, profile):
             raise BackendUnavailable(f"the reference model has no entry_point(name), so its method {method!r} "
                                      "cannot run eagerly")
         model = model.entry_point(method).eval()
-    return torch_runner(model, copy=True)
+    return torch_runner(model, copy=True, threads=threads)

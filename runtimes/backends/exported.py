@@ -17,8 +17,8 @@ def is_available() -> tuple[bool, str]:
     return availability(problem, lambda p: f"PyTorch {p.libraries['torch']}")
 
 
-def load(path: Path, requirements: dict, profile):
+def load(path: Path, requirements: dict, profile, threads: int | None = None):
     """Never `torch.export.load`: it can unpickle and run code from the file (see runtimes.backends.pt2_safe)."""
     from runtimes.backends.pt2_safe import load_program
 
-    return torch_runner(load_program(Path(path) / FILE).module())
+    return torch_runner(load_program(Path(path) / FILE).module(), threads=threads)

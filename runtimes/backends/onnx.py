@@ -26,15 +26,18 @@ def providers(profile) -> list[str]:
     return gpu + ["CPUExecutionProvider"]
 
 
-def load(path: Path, requirements: dict, profile):
+def load(path: Path, requirements: dict, profile, threads: int | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:  # this session's own pools (runtimes.threads): nothing process-wide changes
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     session = ort.InferenceSession(str(Path(path) / FILE), options, providers=providers(profile))
     names = [i.name for i in session.get_inputs()]
 
     def run(*arrays: np.ndarray) -> list[np.ndarray]:
         return session.run(None, {n: np.ascontiguousarray(a) for n, a in zip(names, arrays)})
 
+    run.session = session  # ONNX Runtime's own session: its options, providers and profiling
     return run

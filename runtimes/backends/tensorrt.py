@@ -46,7 +46,7 @@ def is_available() -> tuple[bool, str]:
     return availability(problem, lambda p: f"{p.cuda[0].name} (compute capability {p.cuda[0].compute_capability})")
 
 
-def load(path: Path, requirements: dict, profile):
+def load(path: Path, requirements: dict, profile, threads: int | None = None):  # the GPU's work: threads unused
     import torch
 
     flavour = next(f for f in ([requirements.get("flavour")] if requirements.get("flavour") else FLAVOURS)

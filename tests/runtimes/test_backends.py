@@ -9,7 +9,7 @@ from runtimes.errors import BackendUnavailable
 from runtimes.profile import CudaDevice, HardwareProfile
 
 SIGNATURES = {"is_available": [], "problem": ["requirements", "profile"],
-              "load": ["path", "requirements", "profile"]}
+              "load": ["path", "requirements", "profile", "threads"]}
 
 
 def bare(**changes) -> HardwareProfile:

@@ -1,0 +1,180 @@
+"""`neat info`, `neat run` and `neat bench`: the commands that load bundles (runtimes), registered on
+neat.cli's group. Thin, as there: parse options, call one library function, print the result."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from neat.cli import TRUST_UNSIGNED, main
+from neat.deploy import DEFAULT_BUNDLE
+
+THREADS = click.option("--threads", type=click.IntRange(1, 1024), default=None,
+                       help="Intra-op threads for every call (default: OMP_NUM_THREADS when set, else 1 for decode "
+                            "steps and a quarter of the usable cores, 1 to 4, for chunks: see `neat info`).")
+
+
+@main.command("info")
+@click.argument("bundle", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the profile and ranking as JSON.")
+@TRUST_UNSIGNED
+def info_command(bundle: Path | None, as_json: bool, trust_unsigned: bool) -> None:
+    """Show this machine's hardware profile and, for a BUNDLE, which artifact would run here and why
+    each other one would or would not."""
+    from runtimes.bundle import read_manifest
+    from runtimes.profile import detect
+    from runtimes.select import rank
+    from runtimes.trust import UNSIGNED, screen
+
+    from runtimes.threads import plan
+
+    profile, manifest, threads = detect(), read_manifest(bundle) if bundle else None, plan()
+    ranking = rank(manifest, profile, bundle) if bundle else []
+    if bundle:
+        screen(ranking, bundle, manifest, UNSIGNED if trust_unsigned else None)
+    chosen = next((c for c in ranking if c.usable and c.preferred), None)
+    if as_json:
+        click.echo(json.dumps({"profile": profile.to_dict(), "threads": threads.__dict__,
+                               "chosen": chosen.key if chosen else None,
+                               "ranking": [c.__dict__ for c in ranking]}, indent=2))
+        return
+    from neat.report import info_view, show
+
+    show(info_view(profile, bundle, ranking, chosen))
+    click.echo(f"threads: {threads.chunk} for a chunk, {threads.step} for a decode step ({threads.why})")
+
+
+@main.command("run")
+@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_BUNDLE)
+@click.option("--prompt", help="Text to continue (passed on byte for byte, UTF-8 or not).")
+@click.option("--prompt-file", type=click.File("rb"),
+              help="Read the prompt from this file instead, as bytes ('-': standard input); any length.")
+@click.option("--max-bytes", default=200, show_default=True, type=click.IntRange(0), help="Bytes to generate at most.")
+@click.option("--backend", help="Force an artifact (e.g. onnx-fp32), a target (onnx) or eager.")
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0.0), help="0 is greedy.")
+@click.option("--top-k", default=0, show_default=True, type=click.IntRange(0),
+              help="Sample from the k most likely tokens (0: all).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--autotune", is_flag=True, default=None,
+              help="Time every usable artifact (the eager reference too) and use the fastest. Without it, the usable "
+                   "CPU artifacts of a CPU machine are timed once per machine and bundle (NEAT_PICK=static: the "
+                   "fixed preference order).")
+@click.option("--compare", is_flag=True,
+              help="Generate greedily through every artifact that runs here and report where each first "
+                   "differs from the eager reference (fp16 and int8 artifacts may).")
+@click.option("--images", type=click.Path(file_okay=False, path_type=Path), default=Path("neat-images"),
+              show_default=True, help="Where generated images are saved as PNG.")
+@THREADS
+@TRUST_UNSIGNED
+def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, top_k, seed, autotune, compare,
+                images, threads, trust_unsigned) -> None:
+    """Generate text from a bundle with the best artifact for this machine, streamed to stdout.
+    The backend used is reported on stderr; generated images are saved as PNG and their paths printed."""
+    import runtimes
+    from runtimes.images import save_png
+    from runtimes.trust import UNSIGNED, unsigned_allowed
+
+    if (prompt is None) == (prompt_file is None):
+        raise click.UsageError("give the prompt as --prompt TEXT or --prompt-file FILE (one of them)")
+    # the argument's own bytes, also when not UTF-8
+    prompt = prompt_file.read() if prompt_file else prompt.encode("utf-8", "surrogateescape")
+    if compare:
+        from benchmarks.generation import compare_generation
+        from neat.report import generation_table, show
+
+        with unsigned_allowed(trust_unsigned):
+            show([generation_table(compare_generation(bundle, prompt, max_bytes), max_bytes)])
+        return
+
+    session = runtimes.load(bundle, backend=backend, autotune=autotune, trust=UNSIGNED if trust_unsigned else None,
+                            threads=threads)
+    click.echo(f"backend: {session.backend}", err=True)
+    click.echo(f"threads: {session.threads.chunk} per chunk, {session.threads.step} per step ({session.threads.why})",
+               err=True)
+    saved = []
+
+    def on_image(img):
+        saved.append(save_png(images / f"image-{len(saved) + 1}.png", img))
+        click.echo(f"\n[image saved: {saved[-1]}]", err=True)
+
+    out, n, t0, first = sys.stdout.buffer, 0, time.perf_counter(), None
+    for piece in session.stream(prompt, max_bytes, temperature, top_k, seed, on_image=on_image):
+        first = first or time.perf_counter()
+        n += len(piece)
+        out.write(piece)
+        out.flush()
+    out.write(b"\n")
+    out.flush()
+    from neat.report import generation_speed
+
+    click.echo(generation_speed(n, t0, first, time.perf_counter(), session.decoding), err=True)
+
+
+@main.command("bench")
+@click.argument("bundle", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(1),
+              help="Timed runs per artifact at batch 1 after warm-up (rounded up to a multiple of the 10 rounds).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the full record.")
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False, path_type=Path), help="Write a Markdown table.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a PNG: latency and speed ratio per artifact (matplotlib).")
+@click.option("--baseline", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A stored --json record: exit non-zero on a regression against it.")
+@click.option("--max-regression", default=10.0, show_default=True,
+              help="Allowed drop of an artifact's speed ratio to eager, in percent, before --baseline fails.")
+@click.option("--no-cold-start", is_flag=True,
+              help="Skip the fresh-process measurements: each artifact's cold start and torch.compile's first "
+                   "call (about a minute on a small CPU).")
+@click.option("--no-torch-compile", is_flag=True,
+              help="Measure the artifacts' cold starts but not torch.compile's first call (about a minute).")
+@click.option("--generate-bytes", default=1024, show_default=True, type=click.IntRange(0),
+              help="Greedy bytes each artifact generates after a 1 KB held-out prompt, once by decode steps and "
+                   "once by recomputing the partial chunk (0: skip the generation figures; eager recomputing "
+                   "1 KB takes about a minute here).")
+@click.option("--record", "record_in", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Measure nothing: show, write and gate this stored --json record instead (e.g. a CI run's, "
+                   "against a new --baseline). Takes no BUNDLE.")
+@click.option("--load", "load_profile", type=click.Choice(["workers", "mixed"]),
+              help="Measure every CPU artifact at each thread setting idle, then again with the machine kept busy "
+                   "(workers: other processes of the same app; mixed: a compile, a multi-threaded PyTorch job and "
+                   "a NumPy job), side by side; the jobs stop by themselves. Replaces the full benchmark.")
+@TRUST_UNSIGNED
+def bench_command(bundle, runs, json_out, md_out, plot_out, baseline, max_regression, no_cold_start,
+                  no_torch_compile, generate_bytes, record_in, load_profile, trust_unsigned) -> None:
+    """Measure the eager reference and every artifact of BUNDLE that runs here, in one run: parity,
+    bits per byte on held-out text, greedy generation equality, load and cold-start time, latency
+    percentiles, throughput, peak memory, speed as a ratio to eager, the share of this machine's measured
+    limit (matmul rate, memory bandwidth) each reaches, generation speed (time to first byte, per-byte
+    p50/p99, bytes/s by decode steps beside the recompute path, the share of the per-byte limit), and
+    torch.compile's first call for comparison.
+    With no BUNDLE, the default bundle (exported first if it does not exist)."""
+    from benchmarks.run import run
+    from runtimes.trust import unsigned_allowed
+
+    if generate_bytes == 1:
+        raise click.BadParameter("give 0 (no generation figures) or at least 2 bytes: per-byte latency is the time "
+                                 "between two generated bytes", param_hint="--generate-bytes")
+    if record_in is not None and bundle is not None:
+        raise click.UsageError("give a BUNDLE to measure or --record to show a stored record, not both")
+    if load_profile:
+        if record_in is not None or baseline is not None or plot_out is not None:
+            raise click.UsageError("--load measures on its own: give no --record, --baseline or --plot with it")
+        from benchmarks.loaded import markdown, study
+        from neat.deploy import default_bundle
+
+        with unsigned_allowed(trust_unsigned):
+            record = study(bundle or default_bundle(), load_profile, runs, generate_bytes,
+                           progress=lambda msg: click.echo(f"load study: {msg}", err=True))
+        text = markdown(record)
+        click.echo(text)
+        if json_out:
+            Path(json_out).write_text(json.dumps(record, indent=1) + "\n")
+        if md_out:
+            Path(md_out).write_text(text)
+        return
+    with unsigned_allowed(trust_unsigned):  # the benchmark's own processes too
+        run(bundle, runs, not no_cold_start, json_out, md_out, plot_out, baseline, max_regression, generate_bytes,
+            record_in, not no_torch_compile)
