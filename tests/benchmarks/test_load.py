@@ -1,0 +1,54 @@
+"""neat bench --load: the busy jobs stop by themselves, and the study reports idle and loaded side by side
+(smoke: few runs, no timing thresholds; the committed record is benchmarks/results/load_*.json)."""
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from benchmarks import busy
+from benchmarks.loaded import bars, markdown, study
+
+
+def test_every_profile_names_its_jobs_and_an_unknown_one_is_refused():
+    assert busy.jobs("workers", 3) == ["app"] * 3 and busy.jobs("mixed", 2) == ["compile", "torch_threads",
+                                                                                "numpy_blas"]
+    with pytest.raises(ValueError, match="unknown load profile 'heavy'; choose one of workers, mixed"):
+        busy.jobs("heavy", 2)
+
+
+def test_a_busy_job_stops_at_its_deadline_by_itself():
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", busy.JOBS["numpy_blas"], "1.0", "-"], timeout=120)
+    assert res.returncode == 0 and time.perf_counter() - t0 < 60
+
+
+def test_the_study_reports_idle_and_loaded_for_each_setting(neat_bundle, tmp_path):
+    out, res = neat_bundle
+    assert res.exit_code == 0, res.output
+    record = study(out, "workers", runs=3, generate_bytes=8, keys=["onnx-fp32"])
+    assert record["jobs"] == ["app"] * record["usable_cores"] and record["chosen"] == "cpu-fp32"
+    labels = [(r["artifact"], r["threads"]) for r in record["rows"]]
+    assert labels[0] == ("onnx-fp32", None) and len(labels) == (2 if record["usable_cores"] > 1 else 1)
+    for r in record["rows"]:
+        for cond in ("idle", "loaded"):
+            assert r[cond]["chunk_p99_ms"] >= r[cond]["chunk_p50_ms"] > 0 and r[cond]["bytes_per_s"] > 0
+    assert bars(record)[0] == {"bar": "the pick was measured", "met": False,
+                               "figure": "cpu-fp32 not among the rows"}
+    record["chosen"] = "onnx-fp32"
+    judged = bars(record)
+    assert [b["bar"] for b in judged][:2] == ["loaded generation >= 0.5x idle", "loaded chunk p99 <= 3.0x idle p99"]
+    assert judged[-1]["met"]  # the same greedy bytes on every setting, idle and loaded
+    text = markdown({**record, "bars": judged})
+    assert "| onnx-fp32 | policy (" in text and "idle / loaded" in text
+
+
+def test_the_command_refuses_load_with_a_stored_record(tmp_path):
+    from neat.cli import main
+
+    rec = tmp_path / "r.json"
+    rec.write_text(json.dumps({"benchmark": "neat-bench", "artifacts": []}))
+    res = CliRunner().invoke(main, ["bench", "--load", "mixed", "--record", str(rec)])
+    assert res.exit_code == 2 and "--load measures on its own" in res.output
