@@ -4,9 +4,14 @@ Profiles (what else runs beside the measured app):
 - `workers`: as many other processes of the same app as this process may use cores, each with the bundle
   open through `runtimes.load` (its default pick and thread policy) running chunk forwards back to back: a
   server with several workers.
-- `mixed`: what made the default pick collapse (issue 33): an Inductor compile (torch.compile of a fresh
-  function, again and again, with gcc), a PyTorch job with a thread per core (matrix products), and a NumPy
-  job on OpenBLAS's own threads (matrix products).
+- `compile`: one Inductor compile (torch.compile of a fresh function, again and again, with gcc): the smallest
+  mix found that reproduces the collapse of issue 33. On these 2 cores it took the AOTInductor artifact on two
+  threads from 1,333 to 192 bytes/s (chunk p99 4.4 -> 250 ms), while on one thread it kept 1,355.
+- `mixed`: the compile and a NumPy job on OpenBLAS's own threads (matrix products): about one busy process per
+  core of a 2-core machine (two threads: 126 bytes/s, p99 825 ms; one thread: 640 of 1,287 idle).
+- `heavy`: what the collapse was first seen beside: the compile, the NumPy job and a PyTorch job with a thread
+  per core. Here no thread setting keeps half its idle speed: one thread's fair share of 2 cores shared with
+  five busy threads is a third of a core.
 
 Every job stops by itself: at its deadline, or as soon as the process that started it is gone (it checks
 its parent between iterations), so an interrupted benchmark leaves nothing running. `busy()` also stops
@@ -64,18 +69,20 @@ while running():
         a = np.tanh(a @ a)
 """,
 }
+MIXES = {"compile": ["compile"], "mixed": ["compile", "numpy_blas"], "heavy": ["compile", "torch_threads", "numpy_blas"]}
 PROFILES = {
     "workers": "other processes of the same app (runtimes.load's default pick), one per usable core, running "
                "chunk forwards",
-    "mixed": "an Inductor compile (torch.compile + gcc, repeated), a PyTorch job on every core and a NumPy "
-             "(OpenBLAS) job, all multi-threaded",
+    "compile": "an Inductor compile (torch.compile + gcc, repeated)",
+    "mixed": "an Inductor compile and a NumPy (OpenBLAS, multi-threaded) job",
+    "heavy": "an Inductor compile, a NumPy (OpenBLAS) job and a PyTorch job on every core",
 }
 
 
 def jobs(profile: str, cores: int) -> list[str]:
     if profile not in PROFILES:
         raise ValueError(f"unknown load profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    return ["app"] * max(1, cores) if profile == "workers" else ["compile", "torch_threads", "numpy_blas"]
+    return ["app"] * max(1, cores) if profile == "workers" else list(MIXES[profile])
 
 
 @contextlib.contextmanager

@@ -41,8 +41,10 @@ def _measure(bundle: Path, labels: list[str], runs: int, prompt: list[int], n: i
 
 
 def study(bundle: Path, profile: str, runs: int = 30, generate_bytes: int = 256, keys: list[str] | None = None,
-          progress=lambda msg: None) -> dict:
-    """Measure idle, then under `profile`, and judge the pick: the record (JSON-ready)."""
+          progress=lambda msg: None, settings: list[int | None] | None = None) -> dict:
+    """Measure idle, then under `profile`, and judge the pick: the record (JSON-ready). keys: the artifacts
+    (default: every usable CPU artifact); settings: thread counts (None: the policy; default: the policy
+    and one thread per usable core)."""
     import runtimes
 
     cores, where = usable_cores()
@@ -55,7 +57,7 @@ def study(bundle: Path, profile: str, runs: int = 30, generate_bytes: int = 256,
 
         keys = [c.key for c in rank(read_manifest(bundle), runtimes.detect())
                 if c.usable and c.preferred and c.key != "eager"]
-    settings = [None] + ([cores] if cores > 1 else [])
+    settings = settings or [None] + ([cores] if cores > 1 else [])
     labels = [k if s is None else f"{k}@{s}" for k in keys for s in settings]
     prompt = prompt_ids()
     progress(f"idle: {len(labels)} artifact/thread settings")

@@ -137,10 +137,11 @@ def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, to
 @click.option("--record", "record_in", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Measure nothing: show, write and gate this stored --json record instead (e.g. a CI run's, "
                    "against a new --baseline). Takes no BUNDLE.")
-@click.option("--load", "load_profile", type=click.Choice(["workers", "mixed"]),
-              help="Measure every CPU artifact at each thread setting idle, then again with the machine kept busy "
-                   "(workers: other processes of the same app; mixed: a compile, a multi-threaded PyTorch job and "
-                   "a NumPy job), side by side; the jobs stop by themselves. Replaces the full benchmark.")
+@click.option("--load", "load_profile", type=click.Choice(["workers", "compile", "mixed", "heavy"]),
+              help="Measure every CPU artifact at each thread setting idle, then again with the machine kept busy, "
+                   "side by side (workers: other processes of the same app; compile: an Inductor compile; mixed: "
+                   "the compile and a NumPy job; heavy: those and a PyTorch job on every core); the jobs stop by "
+                   "themselves. Replaces the full benchmark.")
 @TRUST_UNSIGNED
 def bench_command(bundle, runs, json_out, md_out, plot_out, baseline, max_regression, no_cold_start,
                   no_torch_compile, generate_bytes, record_in, load_profile, trust_unsigned) -> None:

@@ -74,9 +74,9 @@ def rank_measured(ranked: list[Candidate], fingerprint: str, open_session, every
         cache = {}
     figures = cache.get(fingerprint)
     if not isinstance(figures, dict):
-        figures, deadline = {}, time.perf_counter() + MEASURE_S
+        figures, deadline = {}, time.perf_counter() + MEASURE_S  # loading the candidates counts too
         for cand in cands:
-            if time.perf_counter() > deadline and not everything:
+            if time.perf_counter() > deadline and not everything and len(figures) >= 1:
                 break
             try:
                 figures[cand.key] = per_byte(open_session(cand))
