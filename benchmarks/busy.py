@@ -27,6 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from neat.errors import NeatError
+
+
+class LoadUnavailable(NeatError):
+    """A load profile's jobs cannot run on this machine (the message names them and what to try)."""
+
 GUARD = """
 import os, sys, time
 _deadline, _parent = time.time() + float(sys.argv[1]), os.getppid()
@@ -81,7 +87,7 @@ PROFILES = {
 
 def jobs(profile: str, cores: int) -> list[str]:
     if profile not in PROFILES:
-        raise ValueError(f"unknown load profile {profile!r}; choose one of {', '.join(PROFILES)}")
+        raise LoadUnavailable(f"unknown load profile {profile!r}; choose one of {', '.join(PROFILES)}")
     return ["app"] * max(1, cores) if profile == "workers" else list(MIXES[profile])
 
 
@@ -99,7 +105,7 @@ def busy(profile: str, bundle: Path, cores: int, seconds: float = 1800.0, ramp_s
         time.sleep(ramp_s)  # imports and the first compile: the load is on before anything is measured
         dead = [n for n, p in zip(names, procs) if p.poll() is not None]
         if dead:
-            raise RuntimeError(f"load job(s) {', '.join(dead)} exited at once: the load profile {profile!r} "
+            raise LoadUnavailable(f"load job(s) {', '.join(dead)} exited at once: the load profile {profile!r} "
                                "cannot run here (try the other profile)")
         yield names
     finally:

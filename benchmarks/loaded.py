@@ -48,15 +48,18 @@ def study(bundle: Path, profile: str, runs: int = 30, generate_bytes: int = 256,
     import runtimes
 
     cores, where = usable_cores()
-    if profile not in PROFILES:
-        raise ValueError(f"unknown load profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    jobs(profile, cores)  # an unknown profile: refused before anything is measured
     chosen = runtimes.load(bundle)
-    if keys is None:
+    if keys is None:  # the CPU artifacts that would load here (requirements, integrity, trust)
         from runtimes.bundle import read_manifest
+        from runtimes.measured import CPU_TARGETS
         from runtimes.select import rank
+        from runtimes.trust import screen
 
-        keys = [c.key for c in rank(read_manifest(bundle), runtimes.detect())
-                if c.usable and c.preferred and c.key != "eager"]
+        manifest = read_manifest(bundle)
+        ranked = rank(manifest, runtimes.detect(), bundle)
+        screen(ranked, bundle, manifest, None)
+        keys = [c.key for c in ranked if c.usable and c.target in CPU_TARGETS]
     settings = settings or [None] + ([cores] if cores > 1 else [])
     labels = [k if s is None else f"{k}@{s}" for k in keys for s in settings]
     prompt = prompt_ids()

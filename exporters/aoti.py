@@ -30,7 +30,9 @@ def build(cap: Captured, out: Path, device: str, max_autotune: bool) -> Built:
     from runtimes.backends.cpu import FILE
 
     program = cap.program if device == "cpu" else capture(cap.spec, device=device)
-    options = {"max_autotune": max_autotune} if max_autotune else {}
+    # kernels take the thread count given where they run (runtimes.threads), not the one torch had here:
+    # without this, Inductor writes `num_threads(N)` into every parallel loop unless N == os.cpu_count()
+    options = {"cpp.dynamic_threads": True} | ({"max_autotune": max_autotune} if max_autotune else {})
     try:
         torch._inductor.aoti_compile_and_package(program, package_path=str(out / FILE),
                                                  inductor_configs=options)

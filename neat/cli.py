@@ -9,10 +9,9 @@ from pathlib import Path
 import click
 
 from neat import __version__
+from neat.cli_run import TRUST_UNSIGNED, bench_command, info_command, run_command
 from neat.deploy import DEFAULT_BUNDLE, parse_batch, user_errors
 
-TRUST_UNSIGNED = click.option("--trust-unsigned", is_flag=True, help="Also load the code-bearing artifacts (cpu, "
-                              "cuda, tensorrt) of a bundle not signed by a trusted key (see `neat sign`).")
 
 
 class NeatGroup(click.Group):
@@ -173,9 +172,8 @@ def sign_command(bundle: Path, key: Path | None) -> None:
     click.echo(f"signed {bundle}: {sign_bundle(bundle, key or own_key())}")
 
 
-from neat.cli_run import bench_command, info_command, run_command  # noqa: E402  (registered on `main`)
-
-__all__ = ["main", "bench_command", "info_command", "run_command"]
+for _command in (info_command, run_command, bench_command):  # neat/cli_run.py
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""`neat info`, `neat run` and `neat bench`: the commands that load bundles (runtimes), registered on
-neat.cli's group. Thin, as there: parse options, call one library function, print the result."""
+"""`neat info`, `neat run` and `neat bench`: the commands that load bundles (runtimes), added to neat.cli's
+group there. Thin, as there: parse options, call one library function, print the result."""
 from __future__ import annotations
 
 import json
@@ -9,15 +9,17 @@ from pathlib import Path
 
 import click
 
-from neat.cli import TRUST_UNSIGNED, main
 from neat.deploy import DEFAULT_BUNDLE
+
+TRUST_UNSIGNED = click.option("--trust-unsigned", is_flag=True, help="Also load the code-bearing artifacts (cpu, "
+                              "cuda, tensorrt) of a bundle not signed by a trusted key (see `neat sign`).")
 
 THREADS = click.option("--threads", type=click.IntRange(1, 1024), default=None,
                        help="Intra-op threads for every call (default: OMP_NUM_THREADS when set, else 1 for decode "
                             "steps and a quarter of the usable cores, 1 to 4, for chunks: see `neat info`).")
 
 
-@main.command("info")
+@click.command("info")
 @click.argument("bundle", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the profile and ranking as JSON.")
 @TRUST_UNSIGNED
@@ -47,7 +49,7 @@ def info_command(bundle: Path | None, as_json: bool, trust_unsigned: bool) -> No
     click.echo(f"threads: {threads.chunk} for a chunk, {threads.step} for a decode step ({threads.why})")
 
 
-@main.command("run")
+@click.command("run")
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_BUNDLE)
 @click.option("--prompt", help="Text to continue (passed on byte for byte, UTF-8 or not).")
 @click.option("--prompt-file", type=click.File("rb"),
@@ -113,7 +115,7 @@ def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, to
     click.echo(generation_speed(n, t0, first, time.perf_counter(), session.decoding), err=True)
 
 
-@main.command("bench")
+@click.command("bench")
 @click.argument("bundle", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(1),
               help="Timed runs per artifact at batch 1 after warm-up (rounded up to a multiple of the 10 rounds).")

@@ -83,7 +83,7 @@ def plan(threads: int | None = None) -> Threads:
     if threads is not None:
         n = _whole(threads, "threads")
         return Threads(n, n, f"threads={n}")
-    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()  # "4,2": nested levels, the outer one
     if omp:
         try:
             n = _whole(int(omp), "OMP_NUM_THREADS")

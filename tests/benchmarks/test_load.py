@@ -15,7 +15,7 @@ from benchmarks.loaded import bars, markdown, study
 def test_every_profile_names_its_jobs_and_an_unknown_one_is_refused():
     assert busy.jobs("workers", 3) == ["app"] * 3 and busy.jobs("mixed", 2) == ["compile", "numpy_blas"]
     assert set(busy.PROFILES) == {"workers", *busy.MIXES} and busy.jobs("compile", 8) == ["compile"]
-    with pytest.raises(ValueError, match="unknown load profile 'busy'; choose one of workers, compile, mixed"):
+    with pytest.raises(busy.LoadUnavailable, match="unknown load profile 'busy'; choose one of workers, compile, mixed"):
         busy.jobs("busy", 2)
 
 
