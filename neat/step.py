@@ -176,7 +176,7 @@ class DecodeStep(nn.Module):
     def _byte(self, token, S, pid):
         """Entropy, encoder and decoder layers for the byte at position S['pos'] of patch slot pid (B, 1)."""
         m, c = self.model, self.model.cfg
-        T, W, Pm = c.chunk_len, c.local_window, c.max_patches
+        T, W = c.chunk_len, c.local_window
         t = S["pos"]
         at = onehot(t, T)  # (B, 1, T)
         ent, ent_k, ent_v = self._entropy(token, S["ent_k"], S["ent_v"], t, at)
