@@ -100,15 +100,7 @@ class Attention(nn.Module):
 
     def forward(self, xq: torch.Tensor, xkv: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         # xq (B, Q, q_dim), xkv (B, K, kv_dim), bias broadcastable to (B, H, Q, K)
-        q, k, v = self._split(self.q(xq)), self._split(self.k(xkv)), self._split(self.v(xkv))
-        if self.rope:  # keys are positions 0..K-1; queries are the last Q of them (carried keys come first)
-            Q, K = q.shape[2], k.shape[2]
-            q = apply_rope(q, self.cos[K - Q:K], self.sin[K - Q:K])
-            k = apply_rope(k, self.cos[:K], self.sin[:K])
-        scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim)) + bias.to(q.dtype)  # (B, H, Q, K)
-        y = torch.softmax(scores, dim=-1) @ v  # (B, H, Q, hd)
-        B, _, Q, _ = y.shape
-        return self.o(y.transpose(1, 2).reshape(B, Q, self.heads * self.head_dim))
+        return self.attend(xq, self._split(self.k(xkv)), self._split(self.v(xkv)), bias)
 
     def kv(self, xkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """xkv (B, K, kv_dim) -> keys (before RoPE) and values (B, H, K, hd): what a decode step carries, so
@@ -116,9 +108,9 @@ class Attention(nn.Module):
         return self._split(self.k(xkv)).contiguous(), self._split(self.v(xkv)).contiguous()
 
     def attend(self, xq: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """forward(xq, xkv, bias) with the keys and values given as kv(xkv) (the same arithmetic)."""
+        """forward(xq, xkv, bias) with the keys and values given (B, H, K, hd), as kv(xkv) gives them."""
         q = self._split(self.q(xq))  # (B, H, Q, hd)
-        if self.rope:  # as in forward: keys at positions 0..K-1, the queries the last Q of them
+        if self.rope:  # keys are positions 0..K-1; queries are the last Q of them (carried keys come first)
             Q, K = q.shape[2], k.shape[2]
             q = apply_rope(q, self.cos[K - Q:K], self.sin[K - Q:K])
             k = apply_rope(k, self.cos[:K], self.sin[:K])

@@ -90,6 +90,7 @@ def load(bundle: str | Path, backend: str | None = None, profile: HardwareProfil
     refused = screen(ranked, bundle, manifest, trust)
     if backend is not None and not any(c.usable for c in ranked) and refused:
         raise UntrustedCode(f"{bundle}: {backend} is code-bearing, and the bundle is {next(iter(refused.values()))}")
+    opened: dict[str, Session] = {}  # sessions the measurement opened, by key
     if backend is None and measured.wanted(autotune, profile.kind):
         def open_session(cand: Candidate) -> Session:
             s = Session(bundle, manifest, _runner(bundle, manifest, cand, profile, threads=counts),
@@ -98,12 +99,17 @@ def load(bundle: str | Path, backend: str | None = None, profile: HardwareProfil
             s.threads = counts
             return s
 
-        ranked = measured.rank_measured(ranked, _fingerprint(profile, manifest, counts), open_session, bool(autotune))
+        ranked = measured.rank_measured(ranked, _fingerprint(profile, manifest, counts), open_session, bool(autotune),
+                                        opened)
     skipped: list[Candidate] = []
     for cand in ranked:
         if not cand.usable or (backend is None and not cand.preferred):
             skipped.append(cand)
             continue
+        if cand.key in opened:  # measured just now: that session, not a second load
+            session = opened[cand.key]
+            session.backend = Choice(cand.key, cand.target, cand.reason, skipped)
+            return session
         try:
             run = _runner(bundle, manifest, cand, profile, threads=counts)
         except Exception as exc:  # a backend failing to load is a reason to fall back, not to stop
