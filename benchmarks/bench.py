@@ -30,6 +30,7 @@ from runtimes.bundle import read_manifest, reference_path
 from runtimes.profile import detect
 from runtimes.select import EAGER, rank
 from runtimes.pick import load
+from runtimes.threads import plan
 from runtimes.session import Session
 
 GENERATE_PROMPT = b"The module provides functions for "
@@ -174,7 +175,7 @@ def bench(bundle: str | Path, runs: int = 50, warmup: int = 5, cold_start: bool 
               "chunk_len": T, "max_batch": max_batch, "runs": runs, "profile": profile.to_dict(),
               "versions": {k: v for k, v in profile.libraries.items() if isinstance(v, str)},
               "machine_limits": machine, "work_per_chunk": work, "work_per_generated_byte": step_work,
-              "generation": {"prompt_bytes": len(prompt), "bytes": decode_bytes, "threads": generation.THREADS}
+              "generation": {"prompt_bytes": len(prompt), "bytes": decode_bytes, "threads": plan().step}
               if gen else None,
               "held_out": held_out_identity(texts),
               "artifacts": rows, "chosen": load(bundle).backend.key, "torch_compile": None}

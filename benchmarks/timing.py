@@ -65,18 +65,16 @@ class Workers:
                 out[key] += self._reply(key)
         return out
 
-    def generation(self, prompt: list[int], n: int, threads: int | None = None,
-                   paths: tuple[str, ...] | None = None) -> dict[str, dict]:
+    def generation(self, prompt: list[int], n: int, paths: tuple[str, ...] | None = None) -> dict[str, dict]:
         """Greedy generation of n bytes after `prompt` by each path (benchmarks.generation.PATHS) in every
-        worker, taking turns: {key: {path: timed run, or {'skipped': why}}}. torch runs `threads` threads
-        meanwhile (default benchmarks.generation.THREADS)."""
-        from benchmarks.generation import PATHS, THREADS
+        worker, taking turns: {key: {path: timed run, or {'skipped': why}}}, on each session's own thread
+        counts (runtimes.threads: one thread per decode step unless the key names a count)."""
+        from benchmarks.generation import PATHS
 
-        threads = THREADS if threads is None else threads
         out: dict[str, dict] = {key: {} for key in self.procs}
         for path in paths or PATHS:
             for key, proc in self.procs.items():
-                proc.stdin.write(json.dumps({"generate": n, "path": path, "prompt": prompt, "threads": threads}) + "\n")
+                proc.stdin.write(json.dumps({"generate": n, "path": path, "prompt": prompt}) + "\n")
                 out[key][path] = self._reply(key)
         return out
 
@@ -100,19 +98,13 @@ class Workers:
 
 
 def _generate(session, job: dict) -> dict:
-    """One generation job: {'generate': n, 'path', 'prompt', 'threads'} -> benchmarks.generation.timed's run."""
-    import torch
-
+    """One generation job: {'generate': n, 'path', 'prompt'} -> benchmarks.generation.timed's run (the session
+    sets its own thread counts per call: runtimes.threads)."""
     from benchmarks.generation import timed
 
     if job["path"] == "step" and session.decoding != "step":
         return {"skipped": f"{session.backend.key} carries no decode methods (it recomputes)"}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(job["threads"])
-    try:
-        return timed(session, job["path"], job["prompt"], job["generate"])
-    finally:
-        torch.set_num_threads(threads)
+    return timed(session, job["path"], job["prompt"], job["generate"])
 
 
 def _serve(bundle: str, key: str) -> None:
