@@ -18,19 +18,20 @@ def first_difference(a: bytes, b: bytes) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def compare_generation(bundle: str | Path, prompt: bytes, max_new_bytes: int) -> list[dict]:
-    """[{key, text, first_difference, error}] for the reference and every usable artifact."""
+def compare_generation(bundle: str | Path, prompt: bytes, max_new_bytes: int, threads: int | None = None) -> list[dict]:
+    """[{key, text, first_difference, error}] for the reference and every usable artifact (threads: as
+    runtimes.load takes it, for every one of them)."""
     from runtimes.pick import load
 
     bundle = Path(bundle)
     ranking = rank(read_manifest(bundle), detect(), bundle)
-    reference = load(bundle, backend=EAGER).generate(prompt, max_new_bytes)
+    reference = load(bundle, backend=EAGER, threads=threads).generate(prompt, max_new_bytes)
     rows = [{"key": EAGER, "text": reference, "first_difference": None, "error": ""}]
     for cand in ranking:
         if cand.key == EAGER or not cand.usable:
             continue
         try:
-            text = load(bundle, backend=cand.key).generate(prompt, max_new_bytes)
+            text = load(bundle, backend=cand.key, threads=threads).generate(prompt, max_new_bytes)
         except Exception as exc:  # report, and go on with the others
             rows.append({"key": cand.key, "text": b"", "first_difference": None, "error": f"{type(exc).__name__}: {exc}"})
             continue

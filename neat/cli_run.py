@@ -26,27 +26,34 @@ THREADS = click.option("--threads", type=click.IntRange(1, 1024), default=None,
 def info_command(bundle: Path | None, as_json: bool, trust_unsigned: bool) -> None:
     """Show this machine's hardware profile and, for a BUNDLE, which artifact would run here and why
     each other one would or would not."""
+    from runtimes import measured
     from runtimes.bundle import read_manifest
     from runtimes.profile import detect
     from runtimes.select import rank
+    from runtimes.threads import plan
     from runtimes.trust import UNSIGNED, screen
 
-    from runtimes.threads import plan
-
     profile, manifest, threads = detect(), read_manifest(bundle) if bundle else None, plan()
-    ranking = rank(manifest, profile, bundle) if bundle else []
+    ranking, basis = rank(manifest, profile, bundle) if bundle else [], "the static preference order"
     if bundle:
         screen(ranking, bundle, manifest, UNSIGNED if trust_unsigned else None)
+        if measured.wanted(None, profile.kind):
+            order = measured.cached(ranking, measured.fingerprint(profile, manifest, threads))
+            ranking, basis = (order, "measured here (cached figures)") if order is not None else (ranking, (
+                "the static order: runtimes.load measures the usable CPU artifacts once (about 2 s) and may "
+                "pick another"))
     chosen = next((c for c in ranking if c.usable and c.preferred), None)
     if as_json:
         click.echo(json.dumps({"profile": profile.to_dict(), "threads": threads.__dict__,
-                               "chosen": chosen.key if chosen else None,
+                               "chosen": chosen.key if chosen else None, "pick": basis,
                                "ranking": [c.__dict__ for c in ranking]}, indent=2))
         return
     from neat.report import info_view, show
 
     show(info_view(profile, bundle, ranking, chosen))
     click.echo(f"threads: {threads.chunk} for a chunk, {threads.step} for a decode step ({threads.why})")
+    if bundle:
+        click.echo(f"pick: {basis}")
 
 
 @click.command("run")
@@ -88,7 +95,7 @@ def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, to
         from neat.report import generation_table, show
 
         with unsigned_allowed(trust_unsigned):
-            show([generation_table(compare_generation(bundle, prompt, max_bytes), max_bytes)])
+            show([generation_table(compare_generation(bundle, prompt, max_bytes, threads), max_bytes)])
         return
 
     session = runtimes.load(bundle, backend=backend, autotune=autotune, trust=UNSIGNED if trust_unsigned else None,

@@ -50,16 +50,6 @@ def _runner(bundle: Path, manifest: Manifest, cand: Candidate, profile: Hardware
                                          art.requirements, profile, threads=n)
 
 
-def _fingerprint(profile: HardwareProfile, manifest: Manifest, threads: Threads) -> str:
-    import hashlib
-    import json
-
-    blob = json.dumps([profile.to_dict(), [threads.chunk, threads.step], manifest.model.get("weights_sha256"),
-                       sorted((k, [f.sha256 for f in a.files]) for k, a in manifest.artifacts.items())],
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
 def load(bundle: str | Path, backend: str | None = None, profile: HardwareProfile | None = None,
          autotune: bool | None = None, trust=None, threads: int | None = None) -> Session:
     """Open a bundle on this machine: the best usable artifact, falling back along the preference chain.
@@ -99,8 +89,8 @@ def load(bundle: str | Path, backend: str | None = None, profile: HardwareProfil
             s.threads = counts
             return s
 
-        ranked = measured.rank_measured(ranked, _fingerprint(profile, manifest, counts), open_session, bool(autotune),
-                                        opened)
+        ranked = measured.rank_measured(ranked, measured.fingerprint(profile, manifest, counts), open_session,
+                                        bool(autotune), opened)
     skipped: list[Candidate] = []
     for cand in ranked:
         if not cand.usable or (backend is None and not cand.preferred):
