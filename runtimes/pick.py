@@ -53,7 +53,7 @@ def _not_chosen(ranked: list[Candidate], chosen: str, skipped: list[Candidate], 
         elif c.key in measured:
             why = f"not chosen, slower when measured: {c.reason}"
         else:
-            why = f"not tried: a higher-ranked artifact loaded ({c.reason})"
+            why = f"not tried: a higher-ranked artifact loaded; usable here: {c.reason}"
         out.append(Candidate(c.key, c.target, c.usable, why, c.preferred))
     return out
 

@@ -42,7 +42,8 @@ def test_session_backend_lists_every_artifact_not_chosen_with_its_reason(toy_bun
     assert set(reasons) == keys - {choice.key}, reasons
     assert "only on macOS" in reasons["coreml-fp32"]
     assert "GPU" in reasons["tensorrt-fp32"] or "not installed" in reasons["tensorrt-fp32"]
-    assert reasons["exported-fp32"].startswith("not tried: a higher-ranked artifact loaded (exported fp32, ")
+    assert reasons["exported-fp32"].startswith(
+        "not tried: a higher-ranked artifact loaded; usable here: exported fp32, ")
     assert reasons["eager"] == "the bundle carries no reference weights"
     assert all(f"skipped {k}: " in str(choice) for k in reasons)
 
