@@ -35,6 +35,8 @@ class Outcome:
     size: int = 0
     worst: dict = field(default_factory=dict)
     error: str = ""              # the typed error's class name when verdict is "error"
+    method: str = ""             # how its parity was checked ("executed: ...", "evaluated off-device: ...")
+    files_checked: int = 0       # verify_bundle: its files whose sha256 matched the manifest (0: not all did)
 
     @property
     def key(self) -> str:
@@ -191,11 +193,14 @@ def verify_bundle(bundle: str | Path, spec: ExportSpec, step: Step = _quiet,
         if problems:
             outcomes.append(Outcome(art.target, art.precision, "failed", "integrity: " + "; ".join(problems), size=size))
             continue
+        hashed = len(art.files)
         if art.target in CODE_BEARING and (refused := refusal()):
-            outcomes.append(Outcome(art.target, art.precision, "not verified", refused, size=size))
+            outcomes.append(Outcome(art.target, art.precision, "not verified", refused, size=size,
+                                    files_checked=hashed))
             continue
         if art.target not in TARGETS:
-            outcomes.append(Outcome(art.target, art.precision, "not verified", f"unknown target {art.target}"))
+            outcomes.append(Outcome(art.target, art.precision, "not verified", f"unknown target {art.target}",
+                                    files_checked=hashed))
             continue
         with step(f"{key}: verify against the reference"):
             parity = check(spec, lambda: TARGETS[art.target].runner(bundle / key, art.requirements), art.precision)
@@ -203,5 +208,6 @@ def verify_bundle(bundle: str | Path, spec: ExportSpec, step: Step = _quiet,
         methods = check_methods(TARGETS[art.target], bundle / key, carried, spec, art.precision, step)
         message = "; ".join(m for m in (parity.notes, methods.notes()) if m)
         outcomes.append(Outcome(art.target, art.precision, methods.verdict(parity.verdict), message,
-                                art.build_seconds, size, parity.worst))
+                                art.build_seconds, size, parity.worst, method=parity.method,
+                                files_checked=hashed))
     return outcomes

@@ -83,6 +83,7 @@ class BundleWriter:
             from runtimes.trust import sign_bundle
 
             sign_bundle(self.work, sign_key, check_files=False)  # the hashes were just computed from the files
+        share_as_umask(self.work)  # mkdtemp made it 0700 (and some libraries write 0600 files)
         backup = backup_name(self.bundle)
         if backup.exists():
             shutil.rmtree(backup)
@@ -91,6 +92,38 @@ class BundleWriter:
         os.replace(self.work, self.bundle)
         if backup.exists():
             shutil.rmtree(backup)
+
+
+def current_umask(status: str = "/proc/self/status") -> int:
+    """This process's umask, without changing it where /proc says it (os.umask can only be read by setting it,
+    which for an instant would apply to files other threads create)."""
+    try:
+        for line in Path(status).read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)  # the fallback: set, then restored at once (the strictest value meanwhile)
+    os.umask(mask)
+    return mask
+
+
+def share_as_umask(root: Path) -> None:
+    """Give `root` and everything under it the permissions the user's umask allows, as if created by them
+    normally: each owner permission is extended to group and others, then the umask is taken away (0700
+    directories and 0600 files become 0755 and 0644 under umask 022). Symbolic links are left alone."""
+    mask = current_umask()
+
+    def widen(path: str) -> None:
+        owner = os.lstat(path).st_mode & 0o700
+        os.chmod(path, (owner | owner >> 3 | owner >> 6) & ~mask & 0o777)
+
+    widen(str(root))
+    for parent, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(parent, name)
+            if not os.path.islink(path):
+                widen(path)
 
 
 STALE_UNOWNED_S = 3600  # a .partial directory naming no process (an older version's) counts as stale after this

@@ -149,14 +149,15 @@ def verify_command(bundle: Path, keys: tuple[str, ...], signature: bool, trusted
     from exporters.build import verify_bundle
     from neat.deploy import bundle_spec, check
     from neat.progress import timed_step
-    from neat.report import outcomes_view, show
+    from neat.report import outcomes_view, show, verify_lines
+    from runtimes.bundle import read_manifest
     from runtimes.trust import UNSIGNED, require_signature
 
     if signature:
         click.echo(f"signature: {require_signature(bundle, trusted).detail}")
     trust = UNSIGNED if trust_unsigned else list(trusted) or None
     outcomes = verify_bundle(bundle, bundle_spec(bundle), step=timed_step, keys=keys, trust=trust)
-    show(outcomes_view(f"verify {bundle}", outcomes))
+    show(outcomes_view(f"verify {bundle}", outcomes) + verify_lines(read_manifest(bundle), outcomes, True))
     check(outcomes, bundle)
 
 

@@ -102,6 +102,23 @@ def outcomes_view(title: str, outcomes) -> list:
     return [table] + [f"[bold]{o.key}[/bold]: {o.message}" for o in outcomes if o.message]
 
 
+def verify_lines(manifest, outcomes, reference: bool) -> list[str]:
+    """`neat verify`: what was checked, in words: the manifest's schema, every file's sha256 (how many, whether
+    all matched), and per artifact its verdict and how it was verified. `reference`: the reference weights'
+    sha256 was checked too (the bundle carries them)."""
+    hashed = sum(o.files_checked for o in outcomes)
+    damaged = [o.key for o in outcomes if o.message.startswith("integrity: ")]
+    extra = " and the reference weights" if reference else ""
+    files = (f"sha256: {hashed + reference} files ({hashed} in {len(outcomes)} artifact(s){extra}): "
+             + (f"{', '.join(damaged)} differ from the manifest (below)" if damaged else "all match the manifest"))
+    out = [f"manifest: valid, schema {manifest.schema} version {manifest.schema_version}, "
+           f"{len(manifest.artifacts)} artifact(s)", files]
+    for o in outcomes:
+        how = o.method or ("files checked, not run here" if o.files_checked else "files differ, not run")
+        out.append(f"{o.key}: {o.verdict} ({how})")
+    return out
+
+
 def info_view(p, bundle, ranking, chosen) -> list:
     """`neat info`: the hardware profile `p` and, for a bundle, its ranking with the `chosen` candidate marked."""
     gpus = ", ".join(f"{d.name} (compute capability {d.compute_capability})" for d in p.cuda) or "none"

@@ -23,7 +23,9 @@ log = logging.getLogger("runtimes")
 
 @dataclass
 class Choice:
-    """Which backend a Session runs on, and why: the chosen candidate and every one skipped before it."""
+    """Which backend a Session runs on, and why: the chosen candidate, then every other artifact of the bundle
+    (and the eager reference) with why it was not chosen: skipped or failed before the chosen one, cannot run
+    here (coreml off macOS, tensorrt without a GPU), or not tried because a higher-ranked one loaded."""
 
     key: str
     target: str
@@ -34,6 +36,26 @@ class Choice:
         lines = [f"{self.key}: {self.reason}"]
         lines += [f"  skipped {c.key}: {c.reason}" for c in self.skipped]
         return "\n".join(lines)
+
+
+def _not_chosen(ranked: list[Candidate], chosen: str, skipped: list[Candidate], measured: dict,
+                forced: str | None) -> list[Candidate]:
+    """`skipped` (the candidates passed over or failed before the chosen one), then every other candidate
+    with why it was not chosen."""
+    out, seen = list(skipped), {c.key for c in skipped} | {chosen}
+    for c in ranked:
+        if c.key in seen:
+            continue
+        if forced is not None and forced not in (c.key, c.target):
+            why = f"not tried: backend={forced!r} was asked for"
+        elif not c.usable or not c.preferred:
+            why = c.reason  # cannot run here, or not used on this kind of machine unless asked for
+        elif c.key in measured:
+            why = f"not chosen, slower when measured: {c.reason}"
+        else:
+            why = f"not tried: a higher-ranked artifact loaded; usable here: {c.reason}"
+        out.append(Candidate(c.key, c.target, c.usable, why, c.preferred))
+    return out
 
 
 def _runner(bundle: Path, manifest: Manifest, cand: Candidate, profile: HardwareProfile, method: str = "",
@@ -70,6 +92,7 @@ def load(bundle: str | Path, backend: str | None = None, profile: HardwareProfil
     manifest = read_manifest(bundle)
     profile = profile or detect()
     ranked = rank(manifest, profile)  # files are hashed only for the artifact about to load (_runner)
+    everything = ranked
     if backend is not None:
         wanted = [c for c in ranked if backend in (c.key, c.target)]
         if not wanted:
@@ -98,7 +121,8 @@ def load(bundle: str | Path, backend: str | None = None, profile: HardwareProfil
             continue
         if cand.key in opened:  # measured just now: that session, not a second load
             session = opened[cand.key]
-            session.backend = Choice(cand.key, cand.target, cand.reason, skipped)
+            session.backend = Choice(cand.key, cand.target, cand.reason,
+                                     _not_chosen(everything, cand.key, skipped, opened, backend))
             return session
         try:
             run = _runner(bundle, manifest, cand, profile, threads=counts)
@@ -108,7 +132,8 @@ def load(bundle: str | Path, backend: str | None = None, profile: HardwareProfil
             log.warning("%s: not loaded (%s: %s); falling back to the next artifact", cand.key,
                         type(exc).__name__, exc)
             continue
-        session = Session(bundle, manifest, run, Choice(cand.key, cand.target, cand.reason, skipped),
+        choice = Choice(cand.key, cand.target, cand.reason, _not_chosen(everything, cand.key, skipped, opened, backend))
+        session = Session(bundle, manifest, run, choice,
                           lambda method, cand=cand: _runner(bundle, manifest, cand, profile, method, counts))
         session.threads = counts
         return session

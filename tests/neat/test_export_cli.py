@@ -56,6 +56,10 @@ def test_verify_reruns_every_check(neat_bundle):
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert "passed" in res.output and "built, not executed" in res.output and "coreml" not in res.output
+    # what it checked, in words: the schema, the files' hashes (the reference's too), how each was verified
+    assert "manifest: valid, schema neat-bundle version 1" in res.output
+    assert "and the reference weights): all match the manifest" in res.output
+    assert "onnx-fp32: passed (executed: ONNX Runtime, CPU provider)" in res.output
 
 
 def test_verify_fails_on_a_damaged_bundle(neat_bundle, tmp_path):
@@ -68,6 +72,7 @@ def test_verify_fails_on_a_damaged_bundle(neat_bundle, tmp_path):
     path.write_bytes(path.read_bytes()[:-100])
     res = CliRunner().invoke(main, ["verify", str(copy), "--artifact", "onnx-fp32"])  # the others: the test above
     assert res.exit_code == 1 and "onnx-fp32" in res.output and "truncated" in res.output
+    assert "onnx-fp32 differ from the manifest" in res.output and "onnx-fp32: failed (files differ" in res.output
     assert "cpu-fp32" not in res.output  # only the artifact asked for was rechecked
     res = CliRunner().invoke(main, ["verify", str(copy), "--artifact", "tflite-fp32"])
     assert res.exit_code == 1 and "no artifact 'tflite-fp32'" in res.output and "onnx-fp32" in res.output
