@@ -84,5 +84,5 @@ def convert_stateful(cap: Captured, settings: Settings):
                             compute_units=getattr(ct.ComputeUnit, settings.compute_units.upper()))
     ins, outs = spec.names
     model.user_defined_metadata[SIGNATURE_KEY] = json.dumps({"inputs": list(ins), "outputs": list(outs)})
-    mark_boundary(model, {**{t.name: t for t in infos}, **out_infos})
+    mark_boundary(model, {**{t.name: t for t in infos}, **out_infos}, out_infos)
     return model
