@@ -192,11 +192,23 @@ def convert_program(ct, program, what: str, **kwargs):
             return ct.convert(program, convert_to="mlprogram", **kwargs)
     except Exception as exc:  # coremltools raises many kinds; all mean the program did not convert
         first = (str(exc).strip().splitlines() or [""])[0].rstrip(".")
-        raise ConversionError(f"coremltools could not convert {what}{_failed_op(program, log.lines)}: "
+        where = _failed_op(program, log.lines) or _inputs_named(first, kwargs.get("inputs", ()))
+        raise ConversionError(f"coremltools could not convert {what}{where}: "
                               f"{type(exc).__name__}: {first}. Rewrite that op in the module, or export "
                               "another target (exported, onnx, cpu)") from exc
     finally:
         logger.removeHandler(log)
+
+
+def _inputs_named(message: str, inputs) -> str:
+    """' (inputs: x (2, 3), ...)' when coremltools' message is about an input it does not name, else ''."""
+    if "input" not in message.lower() or not inputs:
+        return ""
+    def dims(t) -> str:
+        shape = [str(d) if isinstance(d, int) else f"{d.lower_bound}..{d.upper_bound}" for d in t.shape.shape]
+        return "(" + ", ".join(shape) + ("," if len(shape) == 1 else "") + ")"
+
+    return " (inputs: " + ", ".join(f"{i.name} {dims(i)}" for i in inputs) + ")"
 
 
 def _failed_op(program, log_lines: list[str]) -> str:

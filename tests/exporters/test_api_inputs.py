@@ -124,3 +124,13 @@ def test_nested_inputs_export_and_the_session_takes_them_by_name(tmp_path):
         np.testing.assert_allclose(y, Nested()(*args, **kwargs).numpy(), atol=1e-5)
     with pytest.raises(InputError, match=r"no input 'pair'.*pair_0"):
         session.call(pair=a.numpy())
+
+
+def test_a_0d_input_stays_0d_through_every_runner(tmp_path):
+    class AddScalar(nn.Module):  # torch's export example assume_constant_result takes its y like this
+        def forward(self, x, y):
+            return x[:2] + y
+
+    result = exporters.export(AddScalar(), (torch.randn(3, 2), torch.tensor(4)), targets=["exported", "onnx"],
+                              out=tmp_path / "b", check=False)
+    assert result.ok, str(result)

@@ -209,3 +209,13 @@ def test_a_0d_input_reaches_coreml_as_shape_1_and_back(tmp_path):
     y, twice = run(x.numpy(), scale.numpy())
     np.testing.assert_allclose(y, (x * scale).numpy(), rtol=1e-3)
     assert np.asarray(twice).reshape(()) == 3.0
+
+
+def test_a_coremltools_error_about_an_input_names_the_inputs():
+    import coremltools as ct
+
+    from exporters.coreml import _inputs_named
+
+    inputs = [ct.TensorType(name="x", shape=(ct.RangeDim(1, 3), 3)), ct.TensorType(name="scale", shape=(1,))]
+    assert _inputs_named("Rank-0 (input None) is unsupported", inputs) == " (inputs: x (1..3, 3), scale (1,))"
+    assert _inputs_named("unsupported op", inputs) == ""
