@@ -134,3 +134,13 @@ def test_a_0d_input_stays_0d_through_every_runner(tmp_path):
     result = exporters.export(AddScalar(), (torch.randn(3, 2), torch.tensor(4)), targets=["exported", "onnx"],
                               out=tmp_path / "b", check=False)
     assert result.ok, str(result)
+
+
+def test_a_python_number_output_is_a_0d_tensor(tmp_path):
+    class WithWidth(nn.Module):  # torch's export example scalar_output returns x.shape[1] + 1 like this
+        def forward(self, x):
+            return x * 2, x.shape[1] + 1
+
+    result = exporters.export(WithWidth(), (torch.randn(2, 3),), batch=(1, 3), targets=["exported", "onnx"],
+                              out=tmp_path / "b")
+    assert [(t.name, t.dtype, t.shape, t.batched) for t in result.spec.outputs][1] == ("output_1", "int64", (), False)
