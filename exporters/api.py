@@ -24,9 +24,11 @@ from torch import nn
 from exporters.errors import ExportError, SpecError
 from exporters import probe
 from exporters.probe import Flat, Lifted
+from exporters.inputs import as_args, check_options, flatten
 from exporters.spec import DTYPE_NAMES, DTYPES, ExportSpec, TensorInfo, at_batch, weights_sha256
 
 DEFAULT_LONG_STREAM = 64  # chunks of the long-stream case for a module with state
+EXPORT_OPTIONS = ("targets", "out", "precision", "options", "check", "step")
 
 
 @dataclass
@@ -51,11 +53,13 @@ class ExportFailed(ExportError):
     def __init__(self, result: ExportResult):
         self.result = result
         bad = [o for o in result.outcomes if not o.ok]
-        super().__init__(f"{len(bad)} of {len(result.outcomes)} target(s) did not pass; the passing ones are in "
-                         f"{result.bundle}:\n" + "\n".join(f"  {o.key}: {o.verdict}: {o.message}" for o in bad))
+        written = (f"the passing ones are in {result.bundle}" if len(bad) < len(result.outcomes) else
+                   f"nothing was written to {result.bundle}")
+        super().__init__(f"{len(bad)} of {len(result.outcomes)} target(s) did not pass; {written}:\n"
+                         + "\n".join(f"  {o.key}: {o.verdict}: {o.message}" for o in bad))
 
 
-def export(module: nn.Module, example_inputs, targets: Sequence[str] | str = ("all",), out: str | Path = "bundle",
+def export(module: nn.Module, example_inputs=(), targets: Sequence[str] | str = ("all",), out: str | Path = "bundle",
            precision: str = "fp32", options: dict | None = None, check: bool = True, step=None,
            **describe_options) -> ExportResult:
     """Describe `module` (see `describe` for the options), build every target into the bundle at `out`,
@@ -64,6 +68,7 @@ def export(module: nn.Module, example_inputs, targets: Sequence[str] | str = ("a
     not pass (check=False: return the result instead); a failed artifact is never written."""
     from exporters.build import _quiet, export_bundle
 
+    check_options(describe_options, [*DESCRIBE_OPTIONS, *EXPORT_OPTIONS])
     spec = describe(module, example_inputs, **describe_options)
     targets = [targets] if isinstance(targets, str) else list(targets)
     outcomes = export_bundle(spec, targets, out, precision, options or {}, step or _quiet)
@@ -73,7 +78,7 @@ def export(module: nn.Module, example_inputs, targets: Sequence[str] | str = ("a
     return result
 
 
-def describe(module: nn.Module, example_inputs, *, name: str | None = None,
+def describe(module: nn.Module, example_inputs=(), *, example_kwargs: Mapping | None = None, name: str | None = None,
              state: Sequence[str] | Mapping[str, torch.Tensor] | None = None,
              init_state: Callable[[int], tuple] | None = None, lift_buffers: bool = False,
              batch: tuple[int, int] | None = None, unbatched: Sequence[str | int] = (),
@@ -81,7 +86,10 @@ def describe(module: nn.Module, example_inputs, *, name: str | None = None,
              ranges: Mapping[str, tuple[int, int]] | None = None, ignore_below: Mapping[str, float] | None = None,
              argmax: Sequence[str] = (), data: Callable | None = None, score: Callable | None = None,
              long_stream_chunks: int | None = None, **extra) -> ExportSpec:
-    """An ExportSpec for `module`, worked out by running it on `example_inputs` (a tensor or a tuple).
+    """An ExportSpec for `module`, worked out by running it on `example_inputs` (a tensor or a tuple) and
+    `example_kwargs` (keyword arguments), as torch.export takes them: tuples, lists and dicts of tensors are
+    flattened into named inputs (`pair_0`, `d_key`), str/int/float/bool values are baked in as constants
+    (listed in the manifest's model.constant_inputs).
 
     state: None (no state); names of the last example inputs that are state; or {name: initial value}
       appended after the inputs. The initial state at another batch repeats the given rows, unless
@@ -98,11 +106,16 @@ def describe(module: nn.Module, example_inputs, *, name: str | None = None,
     long_stream_chunks: chunks of the long-stream verification case (default 64 with state, 0 without).
     **extra: ExportSpec fields passed through (config, info, reference_file + reference_loader, fp32_scopes).
     """
+    check_options(extra, DESCRIBE_OPTIONS)
     if not isinstance(module, nn.Module):
         raise SpecError(f"export takes a torch.nn.Module, got {type(module).__name__}")
-    examples = _as_tuple(example_inputs, "example_inputs")
-    inner = copy.deepcopy(module).eval()  # the spec's own copy: later changes to `module` do not leak in
-    names = list(input_names) if input_names is not None else _param_names(inner, len(examples))
+    user = copy.deepcopy(module).eval()  # the spec's own copy: later changes to `module` do not leak in
+    inner, examples, flat_names, constants = flatten(user, as_args(example_inputs), example_kwargs)
+    if not examples:
+        raise SpecError(f"no example input is a tensor (constants: {constants}): an exported model takes at "
+                        "least one tensor input; pass the data as tensors (torch.tensor(value))")
+    prefix = "inner." if inner is not user else ""
+    names = list(input_names) if input_names is not None else flat_names
     examples, state_values, state_names = _split_state(examples, names, state)
     names = names[: len(examples)]
     if len(set(names)) != len(names):
@@ -121,16 +134,17 @@ def describe(module: nn.Module, example_inputs, *, name: str | None = None,
     if lifted:
         bufs = dict(inner.named_buffers())
         state_values = [*state_values, *(bufs[n].detach().clone() for n in lifted)]
-        state_names = [*state_names, *(n.replace(".", "_") for n in lifted)]
+        state_names = [*state_names, *(n.removeprefix(prefix).replace(".", "_") for n in lifted)]
         flat_in, all_names = [*examples, *state_values], [*names, *state_names]
     core = Lifted(inner, lifted) if lifted else inner
     wrapped = Flat(core, probe.mutated_inputs(core, flat_in))
-    skip = set(unbatched) | {n.replace(".", "_") for n in lifted}
+    _check_unbatched(unbatched, all_names)
+    skip = set(unbatched) | {n.removeprefix(prefix).replace(".", "_") for n in lifted}
     batched = [x.dim() > 0 and i not in skip and n not in skip for i, (n, x) in enumerate(zip(all_names, flat_in))]
     B = _example_batch(all_names, flat_in, batched)
     lo, hi = batch if batch is not None else (B, B)
     if not 1 <= lo <= hi:
-        raise SpecError(f"batch bounds ({lo}, {hi}) are not 1 <= min <= max")
+        raise SpecError(f"batch=({lo}, {hi}): the batch bounds must be 1 <= min <= max, e.g. batch=({max(1, min(lo, hi))}, {max(1, lo, hi)})")
     outs = probe.run(wrapped, flat_in)
     if len(outs) < len(state_values):
         raise SpecError(f"forward returned {len(outs)} tensor(s); with {len(state_values)} state tensor(s) it must "
@@ -142,6 +156,7 @@ def describe(module: nn.Module, example_inputs, *, name: str | None = None,
     unknown = (set(ranges) - set(all_names)) | (set(ignore_below) - set(out_names)) | (set(argmax) - set(out_names))
     if unknown:
         raise SpecError(f"unknown input/output name(s) {sorted(unknown)}; inputs: {names}, outputs: {out_names}")
+    _check_output_names(all_names, out_names, state_names)
     n_in = len(examples)
     inputs = tuple(_info(n, x, b, ranges.get(n)) for n, x, b in zip(names, examples, batched))
     states = tuple(_info(n, x, b, ranges.get(n)) for n, x, b in zip(state_names, state_values, batched[n_in:]))
@@ -153,9 +168,12 @@ def describe(module: nn.Module, example_inputs, *, name: str | None = None,
         long_stream_chunks = DEFAULT_LONG_STREAM if states else 0
     return ExportSpec(
         name=name or type(module).__name__.lower(), module=wrapped, inputs=inputs, state=states, outputs=outputs,
-        init_state=init_state, batch=(lo, hi), weights_sha256=weights_sha256(inner), real_data=data, score=score,
+        init_state=init_state, batch=(lo, hi), weights_sha256=weights_sha256(user), real_data=data, score=score,
         long_stream_chunks=long_stream_chunks, examples=tuple(x.detach().clone() for x in examples),
-        argmax=tuple(argmax), **extra)
+        argmax=tuple(argmax), **_noted(extra, constants))
+
+
+DESCRIBE_OPTIONS = tuple(inspect.signature(describe).parameters)[2:-1]  # its keywords, without **extra
 
 
 # ----- helpers --------------------------------------------------------------------------------------
@@ -168,13 +186,27 @@ def _as_tuple(x, what: str) -> tuple[torch.Tensor, ...]:
     return items
 
 
-def _param_names(module: nn.Module, n: int) -> list[str]:
-    """Names of forward's positional parameters, then input_<i> for what *args collects."""
-    names = []
-    for p in inspect.signature(module.forward).parameters.values():
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and len(names) < n:
-            names.append(p.name)
-    return names + [f"input_{i}" for i in range(len(names), n)]
+def _check_unbatched(unbatched, names) -> None:
+    bad = [u for u in unbatched if (u not in names if isinstance(u, str) else not 0 <= u < len(names))]
+    if bad:
+        raise SpecError(f"unbatched={list(unbatched)}: {bad} name no input; the inputs are {names} "
+                        "(give names, or positions from 0)")
+
+
+def _check_output_names(ins, outs, state_names) -> None:
+    """Every target and the runtimes go by name: an output (or a new state, new_<state>) named like an input
+    is refused for all of them, here, rather than by the first converter that cannot hold both."""
+    both = sorted(set(ins) & {*outs, *(f"new_{n}" for n in state_names)})
+    if both:
+        raise SpecError(f"{both} name both an input and an output: pass output_names=[...] with "
+                        f"{len(outs)} other name(s) (or input_names=)")
+
+
+def _noted(extra: dict, constants: dict) -> dict:
+    """The constants baked in, noted in the manifest's model facts (info), JSON values as given."""
+    if constants:
+        extra = {**extra, "info": {**extra.get("info", {}), "constant_inputs": constants}}
+    return extra
 
 
 def _split_state(examples, names, state):

@@ -32,7 +32,7 @@ def capture(spec: ExportSpec, device: str = "cpu") -> torch.export.ExportedProgr
         raise CaptureError(
             f"torch.export could not capture {spec.name} with batch {lo}..{hi}: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}. Check that forward has no data-dependent "
-            "shapes or Python control flow on tensor values, or export a fixed batch (--batch N:N)"
+            f"shapes or Python control flow on tensor values, or export a fixed batch (batch=({hi}, {hi}))"
         ) from exc
 
 

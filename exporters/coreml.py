@@ -18,6 +18,7 @@ CoreML computes; an op the evaluator cannot compute makes the verdict "not verif
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -26,12 +27,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from exporters.capture import Captured
 from exporters.coreml_graph import lacking, lower_lacking, prepare, source
 from exporters.errors import ConversionError
 from exporters.target import Built, Execution, execute, versions
 from exporters.target import Settings as TargetSettings
-from runtimes.backends.coreml import BOUNDARY_KEY, CARRIED, FILE as PACKAGE
+from runtimes.backends.coreml import BOUNDARY_KEY, CARRIED, SCALARS_KEY, FILE as PACKAGE
 
 NAME = "coreml"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -70,7 +73,7 @@ def deployment_target(ct, name: str):
 def convert(cap: Captured, settings: Settings):
     import coremltools as ct
 
-    spec = cap.spec
+    spec, program = _rank0_as_1(cap)
     ins, outs = spec.names
     lo, hi = spec.batch
     batch = ct.RangeDim(lower_bound=lo, upper_bound=hi, default=lo) if lo != hi else lo
@@ -80,7 +83,7 @@ def convert(cap: Captured, settings: Settings):
     outputs = [ct.TensorType(name=n, dtype=io_dtype(t.dtype)) for n, t in out_infos.items()]
     check_names(ins, outs)
     compute_precision, kept = compute_precision_of(ct, settings.precision, spec.fp32_scopes)
-    model = convert_program(ct, cap.decomposed("none"), spec.name, inputs=inputs, outputs=outputs,
+    model = convert_program(ct, program, spec.name, inputs=inputs, outputs=outputs,
                             minimum_deployment_target=deployment_target(ct, settings.coreml_target),
                             compute_precision=compute_precision,
                             compute_units=getattr(ct.ComputeUnit, settings.compute_units.upper()))
@@ -92,8 +95,38 @@ def convert(cap: Captured, settings: Settings):
         config = opt.OptimizationConfig(op_type_configs={t: w8 for t in ("linear", "matmul", "gather", "conv")})
         with contextlib.redirect_stderr(io.StringIO()):
             model = opt.linear_quantize_weights(model, config=config)
-    mark_boundary(model, {**infos, **out_infos})
+    mark_boundary(model, {**infos, **out_infos}, out_infos)
     return model
+
+
+class Rank0As1(torch.nn.Module):
+    """forward with the inputs at `positions` taken as shape (1,) and given to the module as 0-d tensors."""
+
+    def __init__(self, inner: torch.nn.Module, positions: list[int]):
+        super().__init__()
+        self.inner, self.positions = inner, frozenset(positions)
+
+    def forward(self, *args):
+        return self.inner(*(a.reshape(()) if i in self.positions else a for i, a in enumerate(args)))
+
+
+def _rank0_as_1(cap: Captured):
+    """(spec, program to convert): CoreML has no rank-0 tensors, so 0-d inputs travel as shape (1,) (the
+    runners reshape them: runtimes.backends.coreml.to_boundary) through a capture of `Rank0As1`."""
+    spec = cap.spec
+    state0 = [t.name for t in spec.state if not t.batched and t.shape == ()]
+    if state0:
+        raise ConversionError(f"CoreML has no rank-0 tensors: state {state0} is 0-d; keep it as shape (1,) in "
+                              "the module, or export another target (exported, onnx, cpu)")
+    at = [i for i, t in enumerate(spec.inputs) if not t.batched and t.shape == ()]
+    if not at:
+        return spec, cap.decomposed("none")
+    flat = dataclasses.replace(
+        spec, module=Rank0As1(spec.module, at), methods={}, decode={},
+        inputs=tuple(dataclasses.replace(t, shape=(1,)) if i in at else t for i, t in enumerate(spec.inputs)),
+        examples=None if spec.examples is None else tuple(x.reshape(1) if i in at else x
+                                                           for i, x in enumerate(spec.examples)))
+    return flat, cap.shared("coreml-rank0", lambda: Captured(flat).decomposed("none"))
 
 
 def check_names(ins, outs) -> None:
@@ -113,11 +146,15 @@ def _shape(t, batch) -> tuple:
     return (batch, *t.shape) if t.batched else tuple(t.shape)
 
 
-def mark_boundary(model, infos: dict) -> None:
-    """Record which tensors travel as int32 but are declared int64 or bool, for the runners to cast."""
+def mark_boundary(model, infos: dict, out_infos: dict) -> None:
+    """Record which tensors travel as int32 but are declared int64 or bool, for the runners to cast, and
+    which outputs are 0-d, for the runners to reshape."""
     carried = {n: t.dtype for n, t in infos.items() if t.dtype in CARRIED}
     if carried:
         model.user_defined_metadata[BOUNDARY_KEY] = json.dumps(carried)
+    scalar = [n for n, t in out_infos.items() if not t.batched and t.shape == ()]
+    if scalar:  # CoreML returns them as shape (1,): the runners give them back 0-d
+        model.user_defined_metadata[SCALARS_KEY] = json.dumps(scalar)
 
 
 class _Log(logging.Handler):
@@ -155,11 +192,23 @@ def convert_program(ct, program, what: str, **kwargs):
             return ct.convert(program, convert_to="mlprogram", **kwargs)
     except Exception as exc:  # coremltools raises many kinds; all mean the program did not convert
         first = (str(exc).strip().splitlines() or [""])[0].rstrip(".")
-        raise ConversionError(f"coremltools could not convert {what}{_failed_op(program, log.lines)}: "
+        where = _failed_op(program, log.lines) or _inputs_named(first, kwargs.get("inputs", ()))
+        raise ConversionError(f"coremltools could not convert {what}{where}: "
                               f"{type(exc).__name__}: {first}. Rewrite that op in the module, or export "
                               "another target (exported, onnx, cpu)") from exc
     finally:
         logger.removeHandler(log)
+
+
+def _inputs_named(message: str, inputs) -> str:
+    """' (inputs: x (2, 3), ...)' when coremltools' message is about an input it does not name, else ''."""
+    if "input" not in message.lower() or not inputs:
+        return ""
+    def dims(t) -> str:
+        shape = [str(d) if isinstance(d, int) else f"{d.lower_bound}..{d.upper_bound}" for d in t.shape.shape]
+        return "(" + ", ".join(shape) + ("," if len(shape) == 1 else "") + ")"
+
+    return " (inputs: " + ", ".join(f"{i.name} {dims(i)}" for i in inputs) + ")"
 
 
 def _failed_op(program, log_lines: list[str]) -> str:

@@ -52,7 +52,7 @@ def _check_stateful(ct, spec, settings: Settings) -> None:
     if settings.precision != "fp16":
         raise ConversionError("CoreML state holds fp16 only: export with --precision fp16 --coreml-state")
     if spec.batch[0] != spec.batch[1]:
-        raise ConversionError("CoreML state has a fixed shape: export with a fixed batch, e.g. --batch 1")
+        raise ConversionError("CoreML state has a fixed shape: export with a fixed batch, e.g. batch=(1, 1)")
     if deployment_target(ct, settings.coreml_target).value < ct.target.iOS18.value:
         raise ConversionError(f"CoreML state needs iOS 18 / macOS 15 or newer, not {settings.coreml_target}: "
                               "add --coreml-target iOS18")
@@ -84,5 +84,5 @@ def convert_stateful(cap: Captured, settings: Settings):
                             compute_units=getattr(ct.ComputeUnit, settings.compute_units.upper()))
     ins, outs = spec.names
     model.user_defined_metadata[SIGNATURE_KEY] = json.dumps({"inputs": list(ins), "outputs": list(outs)})
-    mark_boundary(model, {**{t.name: t for t in infos}, **out_infos})
+    mark_boundary(model, {**{t.name: t for t in infos}, **out_infos}, out_infos)
     return model

@@ -110,11 +110,16 @@ def _why(cap: Captured, exc: Exception, opset: int) -> str:
 
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
     missing = re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", text)
-    if not missing:
+    failed = re.search(r"Error when translating node %(\w+) : .*?target=([\w.]+)", text)
+    if not missing and not failed:
         return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
-    node = find_op(cap.program, missing.group(1))
+    op = missing.group(1) if missing else failed.group(2)
+    node = next((n for n in cap.program.graph.nodes if failed and n.name == failed.group(1)), None)
+    node = node if node is not None else find_op(cap.program, op)
     where = f" (at {source(node)})" if node is not None and source(node) else ""
-    return (f"opset {opset} has no translation for {missing.group(1)}{where}. Rewrite that part of the "
+    cause = re.search(r"## Exception summary\s*<class '[\w.]*?(\w+)'>: ([^\n]*)", text)
+    why = f": {cause.group(1)}: {cause.group(2)[:200]}" if cause and not missing else ""
+    return (f"opset {opset} has no translation for {op}{where}{why}. Rewrite that part of the "
             "module with other ops, or export another target (exported, cpu)")
 
 

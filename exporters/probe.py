@@ -13,7 +13,8 @@ from exporters.spec import DTYPE_NAMES, DTYPES, at_batch
 
 
 class Flat(nn.Module):
-    """forward(*args) -> a flat tuple of tensors, whatever structure the wrapped module returns. Outputs that
+    """forward(*args) -> a flat tuple of tensors, whatever structure the wrapped module returns (a Python int,
+    float or bool it returns is a 0-d tensor: int64, float32, bool). Outputs that
     are an input itself come back as a copy (an artifact output must be a value of its own), and inputs the
     module writes into (`mutated`, by position) are copied first: an artifact never changes its caller's
     arrays, and no target has to express input mutation (CoreML cannot)."""
@@ -25,6 +26,7 @@ class Flat(nn.Module):
     def forward(self, *args):
         args = tuple(a.clone() if i in self.mutated else a for i, a in enumerate(args))
         flat = torch.utils._pytree.tree_leaves(self.inner(*args))
+        flat = [torch.tensor(x) if isinstance(x, (bool, int, float)) else x for x in flat]  # a Python number: 0-d
         return tuple(x.clone() if any(x is a for a in args) else x for x in flat)
 
 

@@ -23,7 +23,14 @@ class NeatGroup(click.Group):
         except user_errors() as exc:
             if ctx.params.get("debug"):
                 traceback.print_exc()
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(as_flags(str(exc))) from None
+
+
+def as_flags(message: str) -> str:
+    """A library message in the CLI's words: the Python keyword `batch=(1, 2)` is the flag `--batch 1:2`."""
+    import re
+
+    return re.sub(r"\bbatch=\((\d+), (\d+)\)", lambda m: f"--batch {m[1]}:{m[2]}", message)
 
 
 @click.group(cls=NeatGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -112,10 +112,13 @@ class Session:
                             "and new state: the artifact and its manifest disagree; re-export the bundle")
         return outs
 
-    def call(self, *inputs: np.ndarray, state: list[np.ndarray] | None = None
+    def call(self, *inputs: np.ndarray, state: list[np.ndarray] | None = None, **named: np.ndarray
              ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Any model: the inputs in signature order, and the state (default: the initial state at the inputs'
-        batch) -> (outputs, new state), each a list in signature order."""
+        """Any model: the inputs in signature order, or by name (`call(x=..., pair_0=...)`, the names of the
+        manifest's signature), and the state (default: the initial state at the inputs' batch) -> (outputs,
+        new state), each a list in signature order."""
+        if named:
+            inputs = self._by_name(inputs, named)
         batch = self._check(list(inputs), self._inputs, "input", None)
         if batch is not None:
             self._check_batch(batch)
@@ -124,6 +127,15 @@ class Session:
         outs = self._execute(*inputs, *state)
         n = len(self._outputs)
         return [np.asarray(o) for o in outs[:n]], [np.asarray(s) for s in outs[n:]]
+
+    def _by_name(self, inputs, named: dict) -> tuple:
+        names = [i["name"] for i in self._inputs]
+        unknown = [n for n in named if n not in names]
+        if inputs or unknown or len(named) != len(names):
+            why = (f"no input {unknown[0]!r}" if unknown else "give every input by name, or all in order" if inputs
+                   else f"missing {[n for n in names if n not in named]}")
+            raise InputError(f"{why}: this bundle's inputs are {', '.join(names)}")
+        return tuple(named[n] for n in names)
 
     # ----- further entry points (runtimes.decode) ---------------------------------------------------------
     @property

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from exporters.coreml_numpy.interpreter import Unsupported, evaluate, unsupported_ops
-from runtimes.backends.coreml import from_boundary, interface, to_boundary
+from runtimes.backends.coreml import from_boundary, interface, scalars, to_boundary
 
 
 def read_spec(path: str):
@@ -51,6 +51,7 @@ def load(package: str | Path):
     if missing:
         raise Unsupported(f"the NumPy evaluator cannot compute op(s) {', '.join(sorted(missing))}")
     inputs, outputs, state_names, carried = interface(spec.description)
+    scalar = scalars(spec.description)
 
     def run(*arrays: np.ndarray) -> list[np.ndarray]:
         feeds = {n: to_boundary(n, a, carried.get(n)) for n, a in zip(inputs, arrays)}
@@ -61,6 +62,6 @@ def load(package: str | Path):
             raise Unsupported(str(exc)) from exc
         for n in state_names:
             result[f"new_{n}"] = np.asarray(states[n], dtype=np.float32)
-        return [from_boundary(result[n], carried.get(n)) for n in outputs]
+        return [from_boundary(result[n], carried.get(n), n in scalar) for n in outputs]
 
     return run

@@ -32,8 +32,13 @@ def torch_runner(fn: Callable, device: str = "cpu", copy: bool = False, threads:
     def run(*arrays: np.ndarray) -> list[np.ndarray]:
         if threads:
             torch_threads(threads)
-        tensors = [torch.from_numpy(np.array(a, copy=True) if copy else np.ascontiguousarray(a)).to(device)
+        tensors = [torch.from_numpy(np.array(a, copy=True) if copy else contiguous(a)).to(device)
                    for a in arrays]
         return [t.detach().cpu().numpy() for t in torch.utils._pytree.tree_leaves(fn(*tensors))]
 
     return run
+
+
+def contiguous(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous array of the same shape (np.ascontiguousarray makes a 0-d array 1-d)."""
+    return np.ascontiguousarray(a).reshape(np.shape(a))

@@ -22,6 +22,7 @@ NAME = "coreml"
 FILE = "model.mlpackage"
 SIGNATURE_KEY = "neat.signature"  # package metadata: full input/state/output order, for stateful packages
 BOUNDARY_KEY = "neat.boundary"    # package metadata: {tensor name: declared dtype} of tensors carried as int32
+SCALARS_KEY = "neat.scalars"      # package metadata: [names] of 0-d outputs, which CoreML returns as shape (1,)
 CARRIED = {"int64": np.int64, "bool": np.bool_}  # declared dtypes that CoreML I/O carries as int32
 INT32 = np.iinfo(np.int32)
 
@@ -42,8 +43,9 @@ def boundary(metadata: Mapping[str, str]) -> dict[str, str]:
 
 
 def to_boundary(name: str, array: np.ndarray, dtype: str | None) -> np.ndarray:
-    """An input as CoreML takes it: int64 and bool as int32; an int64 value outside int32 is refused."""
-    array = np.ascontiguousarray(array)
+    """An input as CoreML takes it: int64 and bool as int32, a 0-d array as shape (1,) (CoreML has no rank-0
+    tensors; the exporter declares such an input so); an int64 value outside int32 is refused."""
+    array = np.ascontiguousarray(array).reshape(array.shape or (1,))
     if dtype is None:
         return array
     if dtype == "int64" and array.size and (array.min() < INT32.min or array.max() > INT32.max):
@@ -52,9 +54,14 @@ def to_boundary(name: str, array: np.ndarray, dtype: str | None) -> np.ndarray:
     return array.astype(np.int32)
 
 
-def from_boundary(array, dtype: str | None) -> np.ndarray:
-    """An output back in its declared dtype (int32 -> int64 or bool)."""
-    array = np.asarray(array)
+def scalars(description) -> set[str]:
+    """Names of the 0-d outputs of a package (empty for older packages)."""
+    return set(json.loads(description.metadata.userDefined.get(SCALARS_KEY, "[]")))
+
+
+def from_boundary(array, dtype: str | None, scalar: bool = False) -> np.ndarray:
+    """An output back in its declared dtype (int32 -> int64 or bool) and, for a 0-d output, its shape ()."""
+    array = np.asarray(array).reshape(()) if scalar else np.asarray(array)
     return array if dtype is None else (array != 0 if dtype == "bool" else array.astype(CARRIED[dtype]))
 
 
@@ -78,6 +85,7 @@ def load(path: Path, requirements: dict, profile, threads: int | None = None):  
     units = requirements.get("compute_units", "all")
     model = ct.models.MLModel(str(Path(path) / FILE), compute_units=getattr(ct.ComputeUnit, units.upper()))
     inputs, outputs, state_names, carried = interface(model.get_spec().description)
+    scalar = scalars(model.get_spec().description)
 
     def run(*arrays: np.ndarray) -> list[np.ndarray]:
         feeds = {n: to_boundary(n, a, carried.get(n)) for n, a in zip(inputs, arrays)}
@@ -90,6 +98,6 @@ def load(path: Path, requirements: dict, profile, threads: int | None = None):  
             result = model.predict(feeds, state=state)
             for n in state_names:
                 result[f"new_{n}"] = np.asarray(state.read_state(n), dtype=np.float32)
-        return [from_boundary(result[n], carried.get(n)) for n in outputs]
+        return [from_boundary(result[n], carried.get(n), n in scalar) for n in outputs]
 
     return run

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.backends.common import availability
+from runtimes.backends.common import availability, contiguous
 
 NAME = "onnx"
 FILE = "model.onnx"
@@ -37,7 +37,7 @@ def load(path: Path, requirements: dict, profile, threads: int | None = None):
     names = [i.name for i in session.get_inputs()]
 
     def run(*arrays: np.ndarray) -> list[np.ndarray]:
-        return session.run(None, {n: np.ascontiguousarray(a) for n, a in zip(names, arrays)})
+        return session.run(None, {n: contiguous(a) for n, a in zip(names, arrays)})
 
     run.session = session  # ONNX Runtime's own session: its options, providers and profiling
     return run

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.backends.common import availability
+from runtimes.backends.common import availability, contiguous
 
 NAME = "tensorrt"
 FILE = "model.plan"
@@ -64,7 +64,7 @@ def load(path: Path, requirements: dict, profile, threads: int | None = None):  
     def run(*arrays: np.ndarray) -> list[np.ndarray]:
         keep = []
         for n, a in zip(inputs, arrays):
-            t = torch.from_numpy(np.ascontiguousarray(a)).to("cuda", dtypes[engine.get_tensor_dtype(n)])
+            t = torch.from_numpy(contiguous(a)).to("cuda", dtypes[engine.get_tensor_dtype(n)])
             context.set_input_shape(n, tuple(t.shape))
             context.set_tensor_address(n, t.data_ptr())
             keep.append(t)

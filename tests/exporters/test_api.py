@@ -42,13 +42,14 @@ def test_the_users_module_is_left_as_it_was():
 
 
 @pytest.mark.parametrize("call, words", [
-    (lambda: exporters.describe(GPT(), (3,)), ["is a int", "tensor"]),
+    (lambda: exporters.describe(GPT(), (3,)), ["no example input is a tensor", "'idx': 3"]),
+    (lambda: exporters.describe(GPT(), (object(),)), ["'idx' is a object", "tensor"]),
     (lambda: exporters.describe(GPT(), (torch.randint(0, 64, (2, 16)).to(torch.complex64),)), ["complex64", "cast"]),
     (lambda: exporters.describe(IndexSelect(), (torch.randn(2, 10), torch.tensor([0, 7, 3]))), ["'cols'", "unbatched"]),
     (lambda: exporters.describe(GRUStep(), (torch.randn(2, 4, 5), torch.zeros(2, 6)), state=["h"]), ["fails"]),
     (lambda: exporters.describe(DictOutputs(), (torch.randn(2, 6),), output_names=["a"]), ["3 output"]),
     (lambda: exporters.describe(GPT(), (torch.randint(0, 64, (2, 16)),), ranges={"tokens": (0, 4)}), ["'tokens'", "idx"]),
-    (lambda: exporters.describe(GPT(), (torch.randint(0, 64, (2, 16)),), batch=(3, 2)), ["batch bounds"]),
+    (lambda: exporters.describe(GPT(), (torch.randint(0, 64, (2, 16)),), batch=(3, 2)), ["batch=(3, 2)", "batch bounds", "batch=(2, 3)"]),
 ])
 def test_bad_descriptions_are_typed_errors_that_say_what_to_do(call, words):
     with pytest.raises(SpecError) as info:

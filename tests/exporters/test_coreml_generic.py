@@ -187,3 +187,35 @@ def test_an_op_the_evaluator_cannot_compute_is_not_verified(tmp_path):
     model = spec("grid", GridSample(), [f32("x", 2, 5, 5), f32("grid", 3, 3, 2)], [f32("y", 2, 3, 3)], batch=(1, 1))
     outcome = export_bundle(model, ["coreml"], tmp_path / "b", "fp32")[0]
     assert outcome.verdict == "not verified" and "resample" in outcome.message
+
+
+class ScaledBy(torch.nn.Module):
+    """A 0-d input (a scale) beside a batched one, and a 0-d output."""
+
+    def forward(self, x, scale):
+        return x * scale, scale * 2
+
+
+def test_a_0d_input_reaches_coreml_as_shape_1_and_back(tmp_path):
+    import exporters
+
+    x, scale = torch.randn(2, 3), torch.tensor(1.5)
+    result = exporters.export(ScaledBy(), (x, scale), batch=(1, 3), targets=["coreml"], out=tmp_path / "b")
+    assert result.ok, str(result)
+    assert [t.shape for t in result.spec.inputs] == [(3,), ()]  # the signature keeps the user's 0-d input
+    from exporters.coreml import runner
+
+    run = runner(tmp_path / "b" / "coreml-fp32", {}).run  # MLModel.predict on macOS, else the NumPy evaluator
+    y, twice = run(x.numpy(), scale.numpy())
+    np.testing.assert_allclose(y, (x * scale).numpy(), rtol=1e-3)
+    assert np.asarray(twice).reshape(()) == 3.0
+
+
+def test_a_coremltools_error_about_an_input_names_the_inputs():
+    import coremltools as ct
+
+    from exporters.coreml import _inputs_named
+
+    inputs = [ct.TensorType(name="x", shape=(ct.RangeDim(1, 3), 3)), ct.TensorType(name="scale", shape=(1,))]
+    assert _inputs_named("Rank-0 (input None) is unsupported", inputs) == " (inputs: x (1..3, 3), scale (1,))"
+    assert _inputs_named("unsupported op", inputs) == ""

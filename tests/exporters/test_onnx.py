@@ -36,3 +36,24 @@ def test_an_output_named_like_an_input_is_refused(tmp_path):
     same = spec("same", ReturnsInput(), [f32("x", 5)], [f32("twice", 5), f32("x", 5)])
     with pytest.raises(ConversionError, match=r"\['x'\] name both an input and an output"):
         export(Captured(same), tmp_path, Settings())
+
+
+class Mapped(torch.nn.Module):
+    """torch's control-flow map over the first dimension: captured as higher_order.map_impl, which the ONNX
+    exporter has no translation for."""
+
+    def forward(self, xs, y):
+        from functorch.experimental.control_flow import map as control_map
+
+        return control_map(lambda x, y: x + y, xs, y)  # the line the error must point at
+
+
+def test_a_conversion_failure_names_the_op_and_its_source_line(tmp_path):
+    import exporters
+
+    with pytest.raises(exporters.ExportFailed) as info:
+        exporters.export(Mapped(), (torch.randn(3, 2), torch.randn(2)), unbatched=["y"], targets=["onnx"],
+                         out=tmp_path / "b")
+    message = str(info.value)
+    assert "higher_order.map_impl" in message and "test_onnx.py:" in message and "control_map(" in message
+    assert "Next steps" not in message
