@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from neat import __version__
-from neat.cli_run import TRUST_UNSIGNED, bench_command, info_command, run_command
+from neat.cli_run import TRUST_UNSIGNED, bench_command, info_command, run_command, serve_command
 from neat.deploy import DEFAULT_BUNDLE, parse_batch, user_errors
 
 
@@ -189,7 +189,7 @@ def sign_command(bundle: Path, key: Path | None) -> None:
     click.echo(f"signed {bundle}: {sign_bundle(bundle, key or own_key())}")
 
 
-for _command in (info_command, run_command, bench_command):  # neat/cli_run.py
+for _command in (info_command, run_command, bench_command, serve_command):  # neat/cli_run.py
     main.add_command(_command)
 
 
