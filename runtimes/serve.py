@@ -161,6 +161,13 @@ class NeatReplica:
 
         self.session = runtimes.load(bundle, backend=backend, threads=threads,
                                      trust="unsigned" if trust_unsigned else None)
+        try:  # which replica answered, in a response header (for logs, and to find a replica to stop)
+            from ray import serve
+
+            self.headers = {"X-Neat-Replica": serve.get_replica_context().replica_id.unique_id,
+                            "X-Neat-Artifact": self.session.backend.key}
+        except Exception:  # outside a Ray Serve replica (tests of the class alone)
+            self.headers = {}
 
     async def __call__(self, request):
         from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -174,7 +181,7 @@ class NeatReplica:
         try:
             data = parse_json(await request.body())
             if path == "/chunk":
-                return JSONResponse(await asyncio.to_thread(self._chunk, data))
+                return JSONResponse(await asyncio.to_thread(self._chunk, data), headers=self.headers)
             args = generation_args(data)
             it = self.session.stream(**args)
             # the first byte (or the end) before answering: bad arguments are a 400, not a broken stream
@@ -186,7 +193,7 @@ class NeatReplica:
         head = b"" if first is None else first
         if path == "/generate":
             rest = await asyncio.to_thread(b"".join, it) if first is not None else b""
-            return Response(head + rest, media_type="application/octet-stream")
+            return Response(head + rest, media_type="application/octet-stream", headers=self.headers)
 
         def body():
             if head:
@@ -194,7 +201,7 @@ class NeatReplica:
             if first is not None:
                 yield from it  # an exception here ends the chunked response without its final chunk
 
-        return StreamingResponse(body(), media_type="application/octet-stream")
+        return StreamingResponse(body(), media_type="application/octet-stream", headers=self.headers)
 
     def _chunk(self, data: dict) -> dict:
         tokens, state, fmt = chunk_args(data, self.session.manifest.signature)
