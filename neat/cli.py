@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from neat import __version__
-from neat.cli_run import TRUST_UNSIGNED, bench_command, info_command, run_command
+from neat.cli_run import TRUST_UNSIGNED, bench_command, info_command, run_command, serve_command
 from neat.deploy import DEFAULT_BUNDLE, parse_batch, user_errors
 
 
@@ -122,13 +122,17 @@ def eval_command(checkpoint: Path | None, plain: Path | None, chunks: int, as_js
               help="TensorRT for RTX without a GPU: build for these compute capabilities, e.g. 8.6 (repeatable).")
 @click.option("--max-autotune", is_flag=True, default=None, help="AOTInductor: benchmark kernel choices (slow build; on CPU "
               "with torch 2.13 Inductor's C++ GEMM templates fail on NEAT, see benchmarks/NOTES.md).")
-def export_command(targets, checkpoint, out, precision, batch, **options) -> None:
+@click.pass_context
+def export_command(ctx, targets, checkpoint, out, precision, batch, **options) -> None:
     """Export a checkpoint to one or more TARGETS and verify every artifact against the reference.
+    `neat export triton BUNDLE --out REPO` instead writes a Triton model repository from a bundle.
 
     TARGETS: exported, onnx, tensorrt, coreml, cpu, cuda, or all (every target this machine can
     build). Each artifact is compared with the eager model, every output and every state tensor, on
     example and random inputs at the batch bounds, held-out text and a 64-chunk (8 KB) stream with the
     state carried; one that fails is not written and the command exits non-zero."""
+    if targets[0] == "triton":
+        return _triton(ctx, targets[1:], out)
     from exporters.build import export_bundle
     from neat.deploy import check
     from neat.export_spec import neat_spec
@@ -139,6 +143,19 @@ def export_command(targets, checkpoint, out, precision, batch, **options) -> Non
     outcomes = export_bundle(spec, list(targets), out, precision, options, step=timed_step)
     show(outcomes_view(f"{spec.name} -> {out}", outcomes))
     check(outcomes, out)
+
+
+def _triton(ctx: click.Context, args: tuple[str, ...], out: Path) -> None:
+    """`neat export triton BUNDLE --out REPO` (exporters.triton): one bundle in, a model repository out."""
+    from click.core import ParameterSource
+
+    from exporters.triton import export_repository
+
+    if len(args) != 1:
+        raise click.UsageError("give one bundle: neat export triton BUNDLE --out REPO")
+    if ctx.get_parameter_source("out") is not ParameterSource.COMMANDLINE:
+        raise click.UsageError("give the repository directory to write: neat export triton BUNDLE --out REPO")
+    click.echo(export_repository(Path(args[0]), out))
 
 
 @main.command("verify")
@@ -180,7 +197,7 @@ def sign_command(bundle: Path, key: Path | None) -> None:
     click.echo(f"signed {bundle}: {sign_bundle(bundle, key or own_key())}")
 
 
-for _command in (info_command, run_command, bench_command):  # neat/cli_run.py
+for _command in (info_command, run_command, bench_command, serve_command):  # neat/cli_run.py
     main.add_command(_command)
 
 

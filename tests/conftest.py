@@ -107,13 +107,47 @@ def neat_bundle(tmp_path_factory):
     return out, SimpleNamespace(**json.loads(done.read_text()))
 
 
+class ByteRNN(torch.nn.Module):
+    """A tiny stateful byte LM (3.4k parameters): forward(tokens int32 (B, 8), h (B, 4)) -> (logits (B, 8, 256),
+    new h). For the tests of serving a bundle (Triton repository, Ray Serve): a bundle in seconds, not NEAT."""
+
+    T, H = 8, 4
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.emb = torch.nn.Embedding(256, self.H)
+        self.cell = torch.nn.Linear(2 * self.H, self.H)
+        self.head = torch.nn.Linear(self.H, 256)
+
+    def forward(self, tokens, h):
+        e, outs = self.emb(tokens), []  # (B, T, H)
+        for t in range(self.T):
+            h = torch.tanh(self.cell(torch.cat([e[:, t], h], dim=-1)))  # (B, H)
+            outs.append(self.head(h))
+        return torch.stack(outs, dim=1), h
+
+
+@pytest.fixture(scope="session")
+def rnn_bundle(tmp_path_factory) -> Path:
+    """ByteRNN exported to `exported` and `onnx` (about 6 s), once per worker that needs it (GROUPED)."""
+    import exporters
+
+    model = ByteRNN().eval()
+    result = exporters.export(model, (torch.zeros(1, model.T, dtype=torch.int32),), state={"h": torch.zeros(1, model.H)},
+                              batch=(1, 4), name="byte-rnn", input_names=["tokens"], output_names=["logits"],
+                              ranges={"tokens": (0, 256)}, argmax=["logits"], targets=["exported", "onnx"],
+                              out=tmp_path_factory.mktemp("rnn") / "bundle")
+    return result.bundle
+
+
 # The fixtures that cost minutes, and the order that keeps both workers busy under pytest-xdist
 # (`-n 2 --dist loadgroup`): the NEAT bundle is exported first (BUILDS_FIRST) while the other worker builds the
 # smaller shared fixtures (GROUPED: each test using one runs on the worker that built it) and runs the tests
 # that need no bundle; the tests that use the NEAT bundle come last, on whichever worker is free. Tests using a
 # module-scoped fixture run on one worker per module (each module fixture built once). Tests of a shared
 # build are `slow`: left out of the quick loop, `-m "not slow"`.
-GROUPED = ("neat_fp16_bundle", "toy_bundle")
+GROUPED = ("neat_fp16_bundle", "toy_bundle", "rnn_bundle")
 BUILDS_FIRST = "tests/neat/test_export_cli.py::test_export_all_verifies_every_artifact"
 
 
