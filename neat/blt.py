@@ -138,9 +138,14 @@ class LocalEncoder(nn.Module):
     def patches(self, x: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
         """x (B, T, d) byte states, P (B, T, Pm) assignment -> (B, Pm, D) patch encodings: pooled queries
         refined by cross-attention to their own bytes."""
+        return self.pooled(x, P, *self.cross.kv(self.norm_kv(x)))
+
+    def pooled(self, x: torch.Tensor, P: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """patches(x, P) with the cross-attention's keys and values of the bytes given, k, v (B, H, T, hd) as
+        self.cross.kv(self.norm_kv(x)) makes them (a decode step carries them, one row per byte)."""
         q = self.pool(torch.cat([mean_pool(x, P), max_pool(x, P)], dim=-1))  # (B, Pm, D)
         bias = (P.transpose(1, 2) - 1.0) * -NEG  # (B, Pm, T): a patch sees only its own bytes
-        return q + self.cross(self.norm_q(q), self.norm_kv(x), bias[:, None])
+        return q + self.cross.attend(self.norm_q(q), k, v, bias[:, None])
 
 
 class LocalDecoder(nn.Module):

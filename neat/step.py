@@ -42,6 +42,7 @@ of hd = dim / H; keys of the byte windows before RoPE, applied per step):
     enc_window, dec_window (B, W, d) rolling normed inputs (for the chunk state)
     enc_k, enc_v, dec_k, dec_v (B, Hl, W, d / Hl) their keys (before RoPE) and values
     xbuf (B, T, d) encoder outputs, pidbuf (B, T) patch id of each byte (-1: none yet)
+    pool_k, pool_v (B, Hg, T, D / Hg) the patch pooling's keys/values of those bytes (encoder.cross)
     gbuf (B, Pm + 1, D) slot 0: previous chunk's last patch output, slot s + 1: slot s's output
     read_k, read_v (B, Hl, Pm, d / Hl) the decoder's read keys/values of gbuf slots 0..Pm - 1
     lat_cache (B, L, Pm, D) latent layers' normed inputs (memory updates, chunk commit)
@@ -64,8 +65,8 @@ from neat.svf import DISPATCH_HORIZON, running_mean
 from neat.titans import memory_apply
 
 STEP_STATE_NAMES = ("context", "pos", "npatch", "ent_prev", "seen", "mod_raw", "disp", "disp_sum", "ent_k", "ent_v",
-                    "enc_window", "enc_k", "enc_v", "dec_window", "dec_k", "dec_v", "xbuf", "pidbuf", "gbuf",
-                    "read_k", "read_v", "lat_cache", "lat_k", "lat_v", "lat_window", "lat_valid",
+                    "enc_window", "enc_k", "enc_v", "dec_window", "dec_k", "dec_v", "xbuf", "pidbuf", "pool_k", "pool_v",
+                    "gbuf", "read_k", "read_v", "lat_cache", "lat_k", "lat_v", "lat_window", "lat_valid",
                     "mem_w1", "mem_w2", "mem_s1", "mem_s2")
 WINDOW_KV = ("enc_k", "enc_v", "dec_k", "dec_v")
 
@@ -109,12 +110,14 @@ class DecodeStep(nn.Module):
             windows = (*m.encoder.block.attn.kv(enc_win), *m.decoder.block.attn.kv(dec_win))  # (B, Hl, W, hd)
         enc_k, enc_v, dec_k, dec_v = windows
         gbuf = torch.cat([prev_patch[:, None], zeros(B, Pm, D)], dim=1)
+        pool = (m.encoder.cross.heads, T, m.encoder.cross.head_dim)  # stale rows are masked by pidbuf
         read_k, read_v = read_kv(m.decoder, prev_patch, Pm)  # (B, Hl, Pm, d / Hl)
         lat_k, lat_v = latent_kv(m, lat_win)  # (B, L, Hg, Np + R + Pm, D / Hg)
         ent = (c.ent_layers, He, T, c.ent_dim // He)  # two tensors: aliased inputs would be one in an export
         return (context, zeros(B, 1), zeros(B, 1), zeros(B, 1), seen, mod, disp, zeros(B, D), zeros(B, *ent), zeros(B, *ent),
                 enc_win, enc_k, enc_v, dec_win, dec_k, dec_v, zeros(B, T, c.local_dim),
-                torch.full((B, T), -1.0, dtype=f, device=seen.device), gbuf, read_k, read_v,
+                torch.full((B, T), -1.0, dtype=f, device=seen.device), zeros(B, *pool), zeros(B, *pool), gbuf,
+                read_k, read_v,
                 zeros(B, L, Pm, D), lat_k, lat_v, lat_win, lat_valid, w1, w2, s1, s2)
 
     def chunk_state(self, state) -> tuple[torch.Tensor, ...]:
@@ -188,6 +191,7 @@ class DecodeStep(nn.Module):
         # decoder byte: complete patches only (gbuf slots 0..pid, through their read keys/values)
         y = decoder_read(m.decoder, x, S["read_k"], S["read_v"], pid)
         y, dec_win, dec_k, dec_v = window_step(m.decoder.block, y, S["dec_window"], S["dec_k"], S["dec_v"], kb)
+        pool_k, pool_v = m.encoder.cross.kv(m.encoder.norm_kv(x))  # (B, Hg, 1, D / Hg): this byte's row
         mask, _ = m.modality(token, mod)
         logits = m.decoder.head(m.decoder.norm(y)) + mask  # (B, 1, V)
         is_boi, is_eoi = (token == BOI_ID).to(t.dtype), (token == EOI_ID).to(t.dtype)
@@ -197,7 +201,8 @@ class DecodeStep(nn.Module):
         S.update(context=torch.cat([S["context"][:, 1:], token], dim=1), pos=t + 1.0, ent_prev=ent, mod_raw=mod,
                  ent_k=ent_k, ent_v=ent_v, enc_window=enc_win, enc_k=enc_k, enc_v=enc_v, dec_window=dec_win,
                  dec_k=dec_k, dec_v=dec_v,
-                 xbuf=put_row(S["xbuf"], x, at), pidbuf=torch.where(at[:, 0] > 0, pid, S["pidbuf"]))
+                 xbuf=put_row(S["xbuf"], x, at), pidbuf=torch.where(at[:, 0] > 0, pid, S["pidbuf"]),
+                 pool_k=put_row(S["pool_k"], pool_k, at), pool_v=put_row(S["pool_v"], pool_v, at))
         return (logits, *(S[k] for k in STEP_STATE_NAMES))
 
     def _entropy(self, token, ent_k, ent_v, t, at):
@@ -225,7 +230,7 @@ class DecodeStep(nn.Module):
         Pm, C, Np = c.max_patches, c.mem_chunk, c.persistent_tokens
         s = (npatch - 1.0).clamp(min=0.0, max=Pm - 1)  # (B, 1) the slot (with do unset: any valid index)
         f = s.dtype
-        enc = m.encoder.patches(S["xbuf"], (S["pidbuf"] == s).to(f)[..., None])  # (B, 1, D)
+        enc = m.encoder.pooled(S["xbuf"], (S["pidbuf"] == s).to(f)[..., None], S["pool_k"], S["pool_v"])  # (B, 1, D)
         # Transformer² pass 1 on the patches so far (the running mean), pass 2 mix
         disp_sum = S["disp_sum"][:, None] + m.dispatch.norm(enc)  # (B, 1, D)
         rep = running_mean(S["disp"][:, None, :-1], S["disp"][:, None, -1:], disp_sum, (s + 1.0)[..., None])
