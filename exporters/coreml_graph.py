@@ -15,7 +15,7 @@ import copy
 import torch
 from torch.export.graph_signature import OutputKind, TensorArgument
 
-from exporters.capture import source
+from exporters.capture import source, torch_noise_ignored
 
 # aten ops that only make a view or a copy: in the exported (functional) program they are their input
 VIEW_ONLY = ("alias", "alias_copy", "lift_fresh", "lift_fresh_copy", "detach", "detach_copy", "clone",
@@ -75,7 +75,8 @@ def lower_lacking(program, rounds: int = 4):
         table = {op: defaults[op] for op in ops if op in defaults}
         if not table:
             break
-        program = program.run_decompositions(table)
+        with torch_noise_ignored():
+            program = program.run_decompositions(table)
     return program
 
 
