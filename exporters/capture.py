@@ -14,9 +14,10 @@ from exporters.errors import CaptureError
 from exporters.spec import ExportSpec
 
 
-# torch's deprecation notices raised inside its own export, decomposition and ONNX calls (torch's pytree code
-# using an API torch deprecated): nothing a user of this tool can act on. (message regex, category)
-TORCH_NOISE = ((r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),)
+# torch's deprecation notices raised inside its own export, decomposition, ONNX and AOTInductor calls (torch's
+# pytree code and Inductor using APIs torch deprecated): nothing a user of this tool can act on.
+TORCH_NOISE = ((r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),  # (message regex, category)
+               (r"`torch\.jit\.script_method` is deprecated", DeprecationWarning))
 
 
 @contextlib.contextmanager

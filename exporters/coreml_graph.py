@@ -32,7 +32,8 @@ def _registry():
         from coremltools.converters.mil.frontend.torch.utils import sanitize_op_kind
     except ImportError:
         return None
-    return _TORCH_OPS_REGISTRY, sanitize_op_kind
+    # its dict, not the registry's `in` (deprecated in coremltools 7.2: a DeprecationWarning per node)
+    return _TORCH_OPS_REGISTRY.name_to_func_mapping, sanitize_op_kind
 
 
 def _lacking_nodes(program):
