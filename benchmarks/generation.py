@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -18,18 +19,22 @@ def first_difference(a: bytes, b: bytes) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def compare_generation(bundle: str | Path, prompt: bytes, max_new_bytes: int, threads: int | None = None) -> list[dict]:
+def compare_generation(bundle: str | Path, prompt: bytes, max_new_bytes: int, threads: int | None = None,
+                       report: Callable[[str], None] = lambda _: None) -> list[dict]:
     """[{key, text, first_difference, error}] for the reference and every usable artifact (threads: as
-    runtimes.load takes it, for every one of them)."""
+    runtimes.load takes it, for every one of them); `report` gets the artifact being generated with, as it
+    starts (progress)."""
     from runtimes.pick import load
 
     bundle = Path(bundle)
     ranking = rank(read_manifest(bundle), detect(), bundle)
+    report(f"{EAGER}: {max_new_bytes} bytes")
     reference = load(bundle, backend=EAGER, threads=threads).generate(prompt, max_new_bytes)
     rows = [{"key": EAGER, "text": reference, "first_difference": None, "error": ""}]
     for cand in ranking:
         if cand.key == EAGER or not cand.usable:
             continue
+        report(f"{cand.key}: {max_new_bytes} bytes")
         try:
             text = load(bundle, backend=cand.key, threads=threads).generate(prompt, max_new_bytes)
         except Exception as exc:  # report, and go on with the others

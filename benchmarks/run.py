@@ -17,7 +17,8 @@ from benchmarks.gate import gate
 from benchmarks.report import plot, save_json, save_markdown, terminal
 from neat.deploy import default_bundle
 from neat.errors import NeatError
-from neat.report import show, status
+from neat.progress import timed_step
+from neat.report import show
 
 
 class Regression(NeatError):
@@ -57,9 +58,9 @@ def run(bundle: Path | None = None, runs: int = 50, cold_start: bool = True, jso
         bundle = Path(record.get("bundle") or record_in)
     else:
         bundle = default_bundle() if bundle is None else bundle
-        with status("benchmarking") as spinner:
+        with timed_step(f"benchmark {bundle}") as progress:
             record = bench(bundle, runs=runs, cold_start=cold_start, decode_bytes=decode_bytes,
-                           torch_compile=torch_compile, report=lambda key: spinner.update(f"benchmarking {key}"))
+                           torch_compile=torch_compile, report=progress.doing)
     show(terminal(record, bundle))
     if json_out:
         save_json(record, json_out)

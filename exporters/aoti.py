@@ -5,7 +5,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporters.capture import Captured
+from exporters.capture import Captured, torch_noise_ignored
 from exporters.errors import ConversionError
 from exporters.target import Built, Execution, execute, versions
 from exporters.target import Settings as TargetSettings
@@ -34,8 +34,9 @@ def build(cap: Captured, out: Path, device: str, max_autotune: bool) -> Built:
     # without this, Inductor writes `num_threads(N)` into every parallel loop unless N == os.cpu_count()
     options = {"cpp.dynamic_threads": True} | ({"max_autotune": max_autotune} if max_autotune else {})
     try:
-        torch._inductor.aoti_compile_and_package(program, package_path=str(out / FILE),
-                                                 inductor_configs=options)
+        with torch_noise_ignored():
+            torch._inductor.aoti_compile_and_package(program, package_path=str(out / FILE),
+                                                     inductor_configs=options)
     except Exception as exc:  # Inductor raises many kinds; all mean this program did not compile
         hint = ("; this was with --max-autotune, whose C++ GEMM templates fail on this model with torch 2.13 "
                 "(benchmarks/NOTES.md): build without it") if max_autotune and device == "cpu" else ""

@@ -2,14 +2,31 @@
 Every target starts from this ExportedProgram (decomposed where a target needs it)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
+import warnings
 from pathlib import Path
 
 import torch
 
 from exporters.errors import CaptureError
 from exporters.spec import ExportSpec
+
+
+# torch's deprecation notices raised inside its own export, decomposition, ONNX and AOTInductor calls (torch's
+# pytree code and Inductor using APIs torch deprecated): nothing a user of this tool can act on.
+TORCH_NOISE = ((r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),  # (message regex, category)
+               (r"`torch\.jit\.script_method` is deprecated", DeprecationWarning))
+
+
+@contextlib.contextmanager
+def torch_noise_ignored():
+    """Around a torch export call: ignore TORCH_NOISE (those messages only; every other warning is kept)."""
+    with warnings.catch_warnings():
+        for message, category in TORCH_NOISE:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        yield
 
 
 def example_batch(spec: ExportSpec) -> int:
@@ -27,7 +44,8 @@ def capture(spec: ExportSpec, device: str = "cpu") -> torch.export.ExportedProgr
         batched = [t.batched for t in (*spec.inputs, *spec.state)]
         dynamic = dynamic_batch(module, batched, torch.export.Dim("batch", min=lo, max=hi))
     try:
-        return torch.export.export(module, example, dynamic_shapes=dynamic, strict=True)
+        with torch_noise_ignored():
+            return torch.export.export(module, example, dynamic_shapes=dynamic, strict=True)
     except Exception as exc:  # torch raises many kinds here; all mean the module is not exportable as is
         raise CaptureError(
             f"torch.export could not capture {spec.name} with batch {lo}..{hi}: {type(exc).__name__}: "
@@ -72,7 +90,8 @@ class Captured:
         """'core': the core ATen decompositions; 'none': run_decompositions({}) (coremltools wants that)."""
         if table not in self._decomposed:
             decomp = {} if table == "none" else None
-            self._decomposed[table] = self.program.run_decompositions(decomp)
+            with torch_noise_ignored():
+                self._decomposed[table] = self.program.run_decompositions(decomp)
         return self._decomposed[table]
 
 

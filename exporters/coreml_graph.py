@@ -15,7 +15,7 @@ import copy
 import torch
 from torch.export.graph_signature import OutputKind, TensorArgument
 
-from exporters.capture import source
+from exporters.capture import source, torch_noise_ignored
 
 # aten ops that only make a view or a copy: in the exported (functional) program they are their input
 VIEW_ONLY = ("alias", "alias_copy", "lift_fresh", "lift_fresh_copy", "detach", "detach_copy", "clone",
@@ -32,7 +32,8 @@ def _registry():
         from coremltools.converters.mil.frontend.torch.utils import sanitize_op_kind
     except ImportError:
         return None
-    return _TORCH_OPS_REGISTRY, sanitize_op_kind
+    # its dict, not the registry's `in` (deprecated in coremltools 7.2: a DeprecationWarning per node)
+    return _TORCH_OPS_REGISTRY.name_to_func_mapping, sanitize_op_kind
 
 
 def _lacking_nodes(program):
@@ -75,7 +76,8 @@ def lower_lacking(program, rounds: int = 4):
         table = {op: defaults[op] for op in ops if op in defaults}
         if not table:
             break
-        program = program.run_decompositions(table)
+        with torch_noise_ignored():
+            program = program.run_decompositions(table)
     return program
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from exporters.capture import Captured
+from exporters.capture import Captured, torch_noise_ignored
 from exporters.coreml import (Settings, check_names, compute_precision_of, convert_program, deployment_target,
                               io_dtype, mark_boundary)
 from runtimes.backends.coreml import SIGNATURE_KEY
@@ -69,7 +69,8 @@ def convert_stateful(cap: Captured, settings: Settings):
     io_infos = [t for t in spec.state if t.name not in float_names]
     example = (*spec.example_chunk(batch), *[s for t, s in zip(spec.state, spec.init_state(batch))
                                               if t.name not in float_names])
-    program = torch.export.export(module, example, strict=True).run_decompositions({})
+    with torch_noise_ignored():
+        program = torch.export.export(module, example, strict=True).run_decompositions({})
     infos = (*spec.inputs, *io_infos)
     inputs = [ct.TensorType(name=t.name, shape=t.full_shape(batch), dtype=io_dtype(t.dtype)) for t in infos]
     out_infos = {**{t.name: t for t in spec.outputs}, **{f"new_{t.name}": t for t in io_infos}}

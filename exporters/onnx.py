@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporters.capture import Captured
+from exporters.capture import Captured, torch_noise_ignored
 from exporters.errors import ConversionError
 from exporters.target import Built, Execution, execute, versions
 from exporters.target import Settings as TargetSettings
@@ -55,7 +55,8 @@ def _translate(cap: Captured, path: Path, opset: int) -> bytes:
     ins, outs = cap.spec.names
     check_names(ins, outs)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints its progress steps even when not verbose
+        # it prints its progress steps even when not verbose
+        with contextlib.redirect_stdout(io.StringIO()), torch_noise_ignored():
             program = torch.onnx.export(float_clamp_bounds(cap.program), (), dynamo=True, input_names=list(ins),
                                         output_names=list(outs), opset_version=opset, optimize=True, verbose=False)
         program.save(str(path), external_data=False)

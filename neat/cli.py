@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from neat import __version__
-from neat.cli_run import TRUST_UNSIGNED, bench_command, info_command, run_command, serve_command
+from neat.cli_run import QUIET, TRUST_UNSIGNED, bench_command, info_command, run_command, serve_command
 from neat.deploy import DEFAULT_BUNDLE, parse_batch, user_errors
 
 
@@ -58,6 +58,7 @@ def main(debug: bool) -> None:
 @click.option("--batch", type=int, help="Streams per step.")
 @click.option("--chunks", type=int, help="Chunks per step and stream (the truncated back-propagation window).")
 @click.option("--threads", type=int, help="torch CPU threads (default: torch's own choice).")
+@QUIET
 def train(out: Path, preset: str, arch: str, seed: int, **overrides) -> None:
     """Train a NEAT model (or the plain baseline) from scratch and save a checkpoint.
 
@@ -82,6 +83,7 @@ def train(out: Path, preset: str, arch: str, seed: int, **overrides) -> None:
 @click.option("--chunks", default=64, show_default=True, type=click.IntRange(2),
               help="Chunks (of 128 bytes) per held-out stream; the state is carried across them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@QUIET
 def eval_command(checkpoint: Path | None, plain: Path | None, chunks: int, as_json: bool) -> None:
     """Score a checkpoint on long held-out streams (default: the shipped tiny model), about 5 minutes.
 
@@ -92,11 +94,13 @@ def eval_command(checkpoint: Path | None, plain: Path | None, chunks: int, as_js
     from neat.checkpoint import SHIPPED_PLAIN, load_checkpoint
     from neat.evaluate import evaluate
 
-    from neat.report import eval_tables, show, status
+    from neat.progress import timed_step
+    from neat.report import eval_tables, show
 
     plain = plain or (SHIPPED_PLAIN if SHIPPED_PLAIN.is_file() else None)
-    with status(f"evaluating on held-out streams of {chunks} chunks"):
-        report = evaluate(load_checkpoint(checkpoint), load_checkpoint(plain) if plain else None, chunks)
+    with timed_step(f"evaluate on held-out streams of {chunks} chunks") as progress:
+        report = evaluate(load_checkpoint(checkpoint), load_checkpoint(plain) if plain else None, chunks,
+                          progress=progress.doing)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -122,6 +126,7 @@ def eval_command(checkpoint: Path | None, plain: Path | None, chunks: int, as_js
               help="TensorRT for RTX without a GPU: build for these compute capabilities, e.g. 8.6 (repeatable).")
 @click.option("--max-autotune", is_flag=True, default=None, help="AOTInductor: benchmark kernel choices (slow build; on CPU "
               "with torch 2.13 Inductor's C++ GEMM templates fail on NEAT, see benchmarks/NOTES.md).")
+@QUIET
 @click.pass_context
 def export_command(ctx, targets, checkpoint, out, precision, batch, **options) -> None:
     """Export a checkpoint to one or more TARGETS and verify every artifact against the reference.
@@ -166,6 +171,7 @@ def _triton(ctx: click.Context, args: tuple[str, ...], out: Path) -> None:
 @click.option("--trusted-key", "trusted", multiple=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="A public key (PEM) to trust besides those in $NEAT_HOME/trusted/ (repeatable).")
 @TRUST_UNSIGNED
+@QUIET
 def verify_command(bundle: Path, keys: tuple[str, ...], signature: bool, trusted: tuple[Path, ...],
                    trust_unsigned: bool) -> None:
     """Recheck a bundle: its signature (--signature), every file against its sha256, then every verification

@@ -19,6 +19,17 @@ THREADS = click.option("--threads", type=click.IntRange(1, 1024), default=None,
                             "steps and a quarter of the usable cores, 1 to 4, for chunks: see `neat info`).")
 
 
+def _set_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    from neat.progress import set_quiet
+
+    set_quiet(value)
+    return value
+
+
+QUIET = click.option("--quiet", "-q", is_flag=True, expose_value=False, callback=_set_quiet,
+                     help="No progress on stderr (start and end lines, heartbeats, live display); results still print.")
+
+
 @click.command("info")
 @click.argument("bundle", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the profile and ranking as JSON.")
@@ -78,6 +89,7 @@ def info_command(bundle: Path | None, as_json: bool, trust_unsigned: bool) -> No
               show_default=True, help="Where generated images are saved as PNG.")
 @THREADS
 @TRUST_UNSIGNED
+@QUIET
 def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, top_k, seed, autotune, compare,
                 images, threads, trust_unsigned) -> None:
     """Generate text from a bundle with the best artifact for this machine, streamed to stdout.
@@ -92,10 +104,12 @@ def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, to
     prompt = prompt_file.read() if prompt_file else prompt.encode("utf-8", "surrogateescape")
     if compare:
         from benchmarks.generation import compare_generation
+        from neat.progress import timed_step
         from neat.report import generation_table, show
 
-        with unsigned_allowed(trust_unsigned):
-            show([generation_table(compare_generation(bundle, prompt, max_bytes, threads), max_bytes)])
+        with unsigned_allowed(trust_unsigned), timed_step("compare every artifact's generation") as progress:
+            rows = compare_generation(bundle, prompt, max_bytes, threads, report=progress.doing)
+        show([generation_table(rows, max_bytes)])
         return
 
     session = runtimes.load(bundle, backend=backend, autotune=autotune, trust=UNSIGNED if trust_unsigned else None,
@@ -152,6 +166,7 @@ def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, to
                    "the compile and a NumPy job; heavy: those and a PyTorch job on every core); the jobs stop by "
                    "themselves. Replaces the full benchmark.")
 @TRUST_UNSIGNED
+@QUIET
 def bench_command(bundle, runs, json_out, md_out, plot_out, baseline, max_regression, no_cold_start,
                   no_torch_compile, generate_bytes, record_in, load_profile, trust_unsigned) -> None:
     """Measure the eager reference and every artifact of BUNDLE that runs here, in one run: parity,
@@ -174,10 +189,12 @@ def bench_command(bundle, runs, json_out, md_out, plot_out, baseline, max_regres
             raise click.UsageError("--load measures on its own: give no --record, --baseline or --plot with it")
         from benchmarks.loaded import markdown, study
         from neat.deploy import default_bundle
+        from neat.progress import timed_step
 
         with unsigned_allowed(trust_unsigned):
-            record = study(bundle or default_bundle(), load_profile, runs, generate_bytes,
-                           progress=lambda msg: click.echo(f"load study: {msg}", err=True))
+            bundle = bundle or default_bundle()
+            with timed_step(f"load study ({load_profile})") as progress:
+                record = study(bundle, load_profile, runs, generate_bytes, progress=progress.doing)
         text = markdown(record)
         click.echo(text)
         if json_out:

@@ -11,3 +11,7 @@ class CheckpointError(NeatError):
 
 class DataError(NeatError):
     """Training or evaluation data could not be built on this machine."""
+
+
+class BadHeartbeat(NeatError):
+    """NEAT_HEARTBEAT_S (the progress heartbeat's period) is not a positive number of seconds."""

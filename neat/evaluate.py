@@ -96,10 +96,12 @@ def model_step(model, alpha: torch.Tensor | None = None) -> Step:
 
 
 @torch.no_grad()
-def score_conditions(model: NeatModel, windows: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
-    """condition -> task -> bits per token on that task's held-out streams."""
+def score_conditions(model: NeatModel, windows: dict[str, torch.Tensor],
+                     progress: Callable[[str], None] = lambda _: None) -> dict[str, dict[str, float]]:
+    """condition -> task -> bits per token on that task's held-out streams; `progress` gets each condition."""
     T, table = model.cfg.chunk_len, {}
     for name, (ctx, alpha, reset) in conditions(model).items():
+        progress(f"bits per byte, condition {name!r}")
         with ctx():
             step = model_step(model, alpha)
             table[name] = {
@@ -204,9 +206,11 @@ def bars(r: dict) -> list[dict]:
 
 
 @torch.no_grad()
-def evaluate(model: NeatModel, plain=None, chunks: int = STREAM_CHUNKS) -> dict:
+def evaluate(model: NeatModel, plain=None, chunks: int = STREAM_CHUNKS,
+             progress: Callable[[str], None] = lambda _: None) -> dict:
     """Every held-out figure of the reference model with its baselines and the bars, as a JSON-ready dict.
-    `plain`: the baseline PlainModel (default: none); `chunks`: chunks per held-out stream."""
+    `plain`: the baseline PlainModel (default: none); `chunks`: chunks per held-out stream; `progress`
+    gets what is being measured, as it starts (progress)."""
     from neat.ngram import NGramModel
 
     cfg, T = model.cfg, model.cfg.chunk_len
@@ -215,7 +219,8 @@ def evaluate(model: NeatModel, plain=None, chunks: int = STREAM_CHUNKS) -> dict:
     windows["grid"] = grid_windows(cfg, codes, chunks)
     report: dict = {"model": cfg.name, "stream_chunks": chunks, "stream_bytes": chunks * T,
                     "streams_per_task": TEXT_STREAMS}
-    report["conditions"] = score_conditions(model, windows)
+    report["conditions"] = score_conditions(model, windows, progress)
+    progress(f"baselines: unigram and {NGRAM_ORDER}-gram count model")
 
     train_text = np.concatenate([text_stream(t, held_out=False).tokens for t in ("prose", "code")])
     targets = torch.cat([windows["prose"][:, 1:], windows["code"][:, 1:]])
@@ -226,6 +231,7 @@ def evaluate(model: NeatModel, plain=None, chunks: int = STREAM_CHUNKS) -> dict:
         "ngram": {**by_task, "text": text_mean(by_task), "order": NGRAM_ORDER},
     }
     if plain is not None:
+        progress("baseline: the plain transformer")
         step = model_step(plain)
         by_task = {t: cross_entropy_bits(stream_logits(step, plain.init_state(w.shape[0]), w, T), w[:, 1:])
                    for t, w in windows.items()}
@@ -234,6 +240,7 @@ def evaluate(model: NeatModel, plain=None, chunks: int = STREAM_CHUNKS) -> dict:
     report["bits_per_byte"] = text_mean(report["conditions"]["carried"])
     report["text"] = {t: {"bits_per_byte": report["conditions"]["carried"][t], "bytes": int(windows[t][:, 1:].numel())}
                       for t in ("prose", "code")}
+    progress("state bounds, image accuracy, dispatch accuracy, patch size")
     report["max_state_over_bound"], report["finite"] = max_state_ratio(model, torch.cat(list(windows.values())))
     train_codes = grid_stream(cfg, codes, 1000, 1).tokens
     majority = int(np.bincount(train_codes[train_codes >= FIRST_CODE_ID]).argmax())

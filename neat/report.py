@@ -72,11 +72,6 @@ def console() -> Console:
     return Console(width=160) if wide else Console()
 
 
-def status(text: str):
-    """A spinner with `text` on stderr while a long step runs (`with status(...) as s: s.update(...)`)."""
-    return Console(stderr=True).status(text)
-
-
 def show(items: list) -> None:
     """Print tables and lines on standard output, the lines as written (numbers not highlighted)."""
     out = console()

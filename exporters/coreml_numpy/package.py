@@ -17,7 +17,8 @@ def read_spec(path: str):
     read-write and rewrites Manifest.json on every load). The root model's path comes from Manifest.json."""
     import coremltools as ct
 
-    manifest = json.load(open(os.path.join(path, "Manifest.json")))
+    with open(os.path.join(path, "Manifest.json")) as f:
+        manifest = json.load(f)
     root = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]["path"]  # "com.apple.CoreML/model.mlmodel"
     spec = ct.proto.Model_pb2.Model()
     with open(os.path.join(path, "Data", root), "rb") as f:

@@ -25,6 +25,8 @@ def measured(neat_bundle, tmp_path_factory):
                                     "--json", str(files / "r.json"), "--markdown", str(files / "r.md"),
                                     "--plot", str(files / "r.png")])
     assert res.exit_code == 0, res.output
+    err = res.stderr.splitlines()  # not a terminal: plain start and end lines around what it measures
+    assert err[0] == f"start  benchmark {out}" and any(line.startswith(f"done   benchmark {out} (") for line in err)
     return files
 
 

@@ -22,7 +22,9 @@ def test_first_difference():
 def test_generation_comparison_reports_every_artifact(bundle):
     from benchmarks.generation import compare_generation
 
-    rows = {r["key"]: r for r in compare_generation(bundle, PROMPT, 24)}
+    said = []  # the progress `neat run --compare` shows: each artifact as its generation starts
+    rows = {r["key"]: r for r in compare_generation(bundle, PROMPT, 24, report=said.append)}
+    assert said == [f"{key}: 24 bytes" for key in rows]
     assert {"eager", "onnx-fp32", "cpu-fp32", "exported-fp32"} <= set(rows)
     for key, row in rows.items():  # fp32 artifacts generate exactly what the reference generates
         assert not row["error"] and row["first_difference"] is None and len(row["text"]) == 24, key

@@ -1,4 +1,6 @@
 """The one-call API: exporters.describe / exporters.export on modules nobody here wrote for NEAT."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -74,12 +76,24 @@ def test_new_state_must_match_the_state():
         exporters.describe(Forgets(), (torch.randn(2, 4), torch.zeros(2, 4), torch.zeros(2, 4)), state=["h", "c"])
 
 
-def test_export_in_one_call_and_run_the_bundle(tmp_path):
+def test_export_in_one_call_and_run_the_bundle(tmp_path, capsys):
+    """Also: torch's deprecation noise is filtered where the exporters call torch (issue 32), and the steps
+    `neat export` reports (neat.progress.timed_step) each print a start and an end line to a non-terminal."""
+    from neat.progress import timed_step
     from runtimes import load
 
     model, x = GRUStep(), torch.randn(2, 4, 5)
-    result = exporters.export(model, (x, torch.zeros(2, 7)), state=["h"], batch=(1, 3),
-                              targets=["exported", "onnx"], out=tmp_path / "gru")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = exporters.export(model, (x, torch.zeros(2, 7)), state=["h"], batch=(1, 3),
+                                  targets=["exported", "onnx"], out=tmp_path / "gru", step=timed_step)
+    noise = [f"{w.category.__name__}: {w.message} ({w.filename})" for w in caught
+             if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    assert noise == []
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "start  capture grustep with torch.export"
+    for label in ("exported-fp32: build", "onnx-fp32: build", "onnx-fp32: verify against the reference"):
+        assert f"start  {label}" in err and any(line.startswith(f"done   {label} (") for line in err), err
     assert result.ok and {o.key: o.verdict for o in result.outcomes} == {"exported-fp32": "passed",
                                                                          "onnx-fp32": "passed"}
     session = load(tmp_path / "gru", backend="onnx")

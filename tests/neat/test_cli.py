@@ -1,5 +1,6 @@
 """The `neat` command as a user runs it: version, help, eval of the shipped model, a short training run."""
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -38,8 +39,9 @@ def test_shipped_checkpoint_beats_its_simple_baselines_and_uses_its_carried_stat
 
 
 def test_eval_json_prints_the_figures(tmp_path):
-    res = run("eval", "--json", "--chunks", "3")
+    res = run("eval", "--json", "--chunks", "3", "--quiet")
     assert res.exit_code == 0, res.output
+    assert res.stderr == ""  # --quiet: no progress lines
     report = json.loads(res.output[res.output.index("{"):])
     for key in ("bits_per_byte", "conditions", "baselines", "image_accuracy", "dispatch_accuracy", "bars"):
         assert key in report
@@ -50,6 +52,10 @@ def test_eval_json_prints_the_figures(tmp_path):
 def test_eval_table_names_every_bar():
     res = run("eval", "--chunks", "2")
     assert res.exit_code == 0, res.output
+    err = res.stderr.splitlines()  # not a terminal: a start line, what it measures as it starts, an end line
+    assert err[0] == "start  evaluate on held-out streams of 2 chunks" and err[-1].startswith("done   evaluate on")
+    assert any(line.startswith("  evaluate on held-out streams of 2 chunks: bits per byte, condition 'carried' (")
+               for line in err), err
     for text in ("state reset every chunk", "6-gram", "plain byte transformer", "previous chunk", "bars"):
         assert text in res.output
 
@@ -61,6 +67,8 @@ def test_short_training_run_writes_a_loadable_checkpoint(tmp_path):
     res = run("train", "--out", str(out), "--entropy-steps", "3", "--base-steps", "2", "--expert-steps", "2",
               "--batch", "3")
     assert res.exit_code == 0, res.output
+    err = res.stderr.splitlines()  # not a terminal: plain lines
+    assert err[0] == "start  train" and err[-1].startswith("done   train (") and re.search(r"^base +2/2 ", res.stderr, re.M)
     model = load_checkpoint(out)
     assert model.cfg.svf_factored and checkpoint_info(out)["steps"]["base"] == 2
 

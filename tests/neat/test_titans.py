@@ -8,7 +8,7 @@ from neat.titans import (ALPHA_MIN, ETA_MAX, GRAD_MAX, MOMENTUM_MAX, WEIGHT_MAX,
 
 def clipped(x, max_norm):
     """Reference norm clipping: x * min(1, max_norm / ||x||_F)."""
-    return x * min(1.0, max_norm / float(torch.linalg.matrix_norm(x)))
+    return x * min(1.0, max_norm / float(torch.linalg.matrix_norm(x).detach()))
 
 
 def test_closed_form_gradient_matches_autograd():
