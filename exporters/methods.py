@@ -112,7 +112,7 @@ def verify_decode(spec: ExportSpec, runs: dict, precision: str, method: str) -> 
     ref = np.concatenate([o[0] for o in ref_out], axis=1)  # (B, N, V)
     tokens = torch.cat([c[0] for c in chunks], dim=1).numpy()
     n_out = {m: len(s.outputs) for m, s in spec.methods.items()}
-    decoder = Decoder(lambda m, arrays: runs[m](*arrays), spec.decode, n_out)
+    decoder = Decoder(lambda m, arrays: runs[m](*arrays), spec.decode, n_out, period=chunks[0][0].shape[1])
     init = [s.numpy() for s in spec.init_state(lo)]
     tol = TOLERANCES[precision]
     try:
@@ -127,6 +127,6 @@ def verify_decode(spec: ExportSpec, runs: dict, precision: str, method: str) -> 
     bad = failures({info.name: metrics}, precision, spec, None)
     case = {"name": f"decode, real data ({lo} x {tokens.shape[1]} tokens, one per call)", "batch": lo,
             "chunks": len(chunks), "tensors": {info.name: metrics},
-            "steps": {"full": decoder.full_steps, "light": decoder.light_steps}}
+            "steps": {"full": decoder.full_steps, "light": decoder.light_steps, "commits": decoder.commits}}
     return Parity(verdict="failed" if bad else "passed", method=method, tolerance=tol.to_dict(), cases=[case],
                   worst=metrics, notes="; ".join(bad))

@@ -5,8 +5,9 @@ from __future__ import annotations
 from torch import nn
 
 # method name in a bundle -> DecodeStep method
-METHODS = {"step_enter": "from_chunk_state", "step": "forward", "byte_step": "byte_step", "needs_patch": "needs_patch"}
-DECODE = {"enter": "step_enter", "step": "step", "light_step": "byte_step", "gate": "needs_patch"}
+METHODS = {"step_enter": "from_chunk_state", "step": "patch_step", "byte_step": "byte_step", "needs_patch": "needs_patch",
+           "step_commit": "commit"}
+DECODE = {"enter": "step_enter", "step": "step", "light_step": "byte_step", "gate": "needs_patch", "commit": "step_commit"}
 
 
 class Method(nn.Module):
@@ -19,7 +20,7 @@ class Method(nn.Module):
 
     def forward(self, *args):
         fn = getattr(self.step, self.name)
-        return fn(args) if self.name == "from_chunk_state" else fn(*args)
+        return fn(args) if self.name == "from_chunk_state" else fn(*args)  # commit takes the step state flat
 
 
 def entry_point(model: nn.Module, name: str) -> nn.Module:

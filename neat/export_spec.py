@@ -64,11 +64,14 @@ def step_methods(model: NeatModel, batch: tuple[int, int], real_data) -> dict[st
         "step_enter": describe(Method(step, METHODS["step_enter"]), tuple(model.init_state(1)), name="step_enter",
                                input_names=STATE_NAMES, output_names=[f"step_{n}" for n in STEP_STATE_NAMES],
                                ranges={"context": (0, V)}, batch=batch),
-        # the full step past a chunk end; the light one within a chunk, where it is used (the decode check
-        # in exporters.methods steps the whole protocol through several chunks)
-        "step": describe(Method(step, METHODS["step"]), (token,), name="step", long_stream_chunks=T + 8, **stepping),
+        # both steps within a chunk, where they are used (the decode check in exporters.methods steps the whole
+        # protocol through several chunks, commits included)
+        "step": describe(Method(step, METHODS["step"]), (token,), name="step", long_stream_chunks=T - 1, **stepping),
         "byte_step": describe(Method(step, METHODS["byte_step"]), (token,), name="byte_step",
                               long_stream_chunks=T // 4, **stepping),
+        "step_commit": describe(Method(step, METHODS["step_commit"]), tuple(state.values()), name="step_commit",
+                                input_names=STEP_STATE_NAMES, output_names=[f"chunk_{n}" for n in STATE_NAMES],
+                                ranges={"context": (0, V)}, batch=batch, fp32_scopes=STEP_FP32_SCOPES),
         "needs_patch": describe(Method(step, METHODS["needs_patch"]), (token, *state.values()), name="needs_patch",
                                 input_names=("token", *STEP_STATE_NAMES), output_names=("needs_patch",),
                                 ranges={"token": (0, V), "context": (0, V)}, batch=batch,

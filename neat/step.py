@@ -26,7 +26,9 @@ produces exactly the chunk state; the next step then starts a fresh chunk at t =
 Boundaries, two static forms: `forward` is one graph with masked arithmetic (torch.where on per-row flags):
 every step runs one latent slot and one memory update and keeps them only where a patch completed.
 `byte_step` is the same step without the latent layers, valid where `needs_patch(token, *state)` is false;
-a runtime asks the flag and calls one of the two (split entry points). On the shipped model about a quarter
+a runtime asks the flag and calls one of the two (split entry points). `patch_step` is `forward` without
+the chunk restart, for a runtime that commits a full state itself (`commit`, then `from_chunk_state`: the
+decode protocol's commit role), so the restart runs once per chunk instead of masked into every patch close. On the shipped model about a quarter
 of text bytes complete a patch, and the split path is ~1.7-1.9x faster than the masked graph in eager
 (benchmarks/decode_step.py). fp16 artifacts keep `_plan`, `_entropy` and `_restart` in fp32 (the source
 fragments "self._plan(", "self._entropy(", "self._restart(" as fp32 scopes): the patch layout hangs on
@@ -127,8 +129,7 @@ class DecodeStep(nn.Module):
             raise StepStateError(
                 f"chunk_state needs a full chunk of {self.model.cfg.chunk_len} steps, but positions are "
                 f"{S['pos'][:, 0].tolist()}: step to the chunk end first (partial chunks have no chunk state)")
-        done = torch.ones_like(S["pos"], dtype=torch.bool)
-        return self._commit(self._close(S, S["npatch"], done, done))
+        return self.commit(*state)
 
     # ----- the step --------------------------------------------------------------------------------
     def forward(self, token: torch.Tensor, *state: torch.Tensor):
@@ -140,6 +141,23 @@ class DecodeStep(nn.Module):
         S = self._restart(S, full)  # (a line of its own: fp32 scopes match call lines, see _restart)
         S["pos"], S["npatch"] = t, npatch
         return self._byte(token, S, pid)
+
+    def patch_step(self, token: torch.Tensor, *state: torch.Tensor):
+        """`forward` for a step state that is not full (fewer than T steps since its chunk started): a runtime
+        that commits full states itself (`commit`, then from_chunk_state) steps with this, and the chunk
+        restart is not masked into every step that closes a patch."""
+        S = dict(zip(STEP_STATE_NAMES, state))
+        full, t, npatch, pid, close = self._plan(token, S)
+        S = self._close(S, S["npatch"], close, full)  # (full: never set where this step is valid)
+        S["pos"], S["npatch"] = t, npatch
+        return self._byte(token, S, pid)
+
+    def commit(self, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """chunk_state without its check, as a graph: the chunk state of a full step state (T steps since its
+        chunk started; anything else gives a state that means nothing)."""
+        S = dict(zip(STEP_STATE_NAMES, state))
+        done = torch.ones_like(S["pos"], dtype=torch.bool)
+        return self._commit(self._close(S, S["npatch"], done, done))
 
     def needs_patch(self, token: torch.Tensor, *state: torch.Tensor) -> torch.Tensor:
         """(B, 1) bool: this token starts a patch (completing the one before) or follows a full chunk, so the

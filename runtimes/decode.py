@@ -7,7 +7,11 @@ signatures are in `signature.methods`, and each artifact carries the methods it 
 - `enter`: inputs are the chunk forward's state, in its order (no state) -> outputs: the step state;
 - `step`: inputs one token (B, 1), state the step state -> outputs: scores (B, 1, V), then the new state;
 - optionally `light_step` with `step`'s signature, which gives the same result for less where
-  `gate(token, *step_state)` (inputs, no state) -> (B, 1) bool is false for every row.
+  `gate(token, *step_state)` (inputs, no state) -> (B, 1) bool is false for every row;
+- optionally `commit`: inputs the step state (no state) -> outputs the chunk forward's state. With it, a
+  step state holds one chunk (the chunk forward's token length, `period`) and is full after that many steps:
+  the decoder then commits it and enters the next chunk (`enter(commit(state))`) before the next step, so
+  `step` itself never handles a chunk end (once per chunk, not masked into every step).
 
 A step state is fixed in size: memory does not grow with the length generated.
 """
@@ -18,7 +22,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-ROLES = ("enter", "step", "light_step", "gate")
+from runtimes.errors import InputError
+
+ROLES = ("enter", "step", "light_step", "gate", "commit")
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # method names become directory names inside an artifact
 
 Call = Callable[[str, Sequence[np.ndarray]], Sequence[np.ndarray]]  # (method name, arrays) -> outputs
@@ -58,19 +64,30 @@ def name_problem(name: str) -> str:
 
 class Decoder:
     """The decode protocol over `call(method, arrays)`; `n_outputs[method]` is how many of a method's returned
-    arrays are outputs (the rest is its new state). Each call to `step` advances one token."""
+    arrays are outputs (the rest is its new state); period: the chunk forward's token length (needed with a
+    `commit` role). Each call to `step` advances one token."""
 
-    def __init__(self, call: Call, decode: dict, n_outputs: dict[str, int], light: bool = True):
-        self.call, self.roles, self.n_outputs = call, decode, n_outputs
+    def __init__(self, call: Call, decode: dict, n_outputs: dict[str, int], light: bool = True,
+                 period: int | None = None):
+        if "commit" in decode and not (isinstance(period, int) and period > 0):
+            raise InputError("a decode protocol with a commit role needs the chunk length (period=T): the steps "
+                             "a step state holds before it is committed")
+        self.call, self.roles, self.n_outputs, self.period = call, decode, n_outputs, period
         self.light = light and "light_step" in decode
-        self.full_steps = self.light_steps = 0
+        self.full_steps = self.light_steps = self.commits = 0
+        self._since = 0  # steps since the last enter
 
     def enter(self, chunk_state: Sequence[np.ndarray]) -> list[np.ndarray]:
         """The step state right after a prefill of whole chunks (or the initial chunk state)."""
+        self._since = 0
         return list(self.call(self.roles["enter"], list(chunk_state)))
 
     def step(self, token: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """token (B, 1) -> (scores (B, V) for the next token, new step state)."""
+        if "commit" in self.roles and self._since == self.period:  # a full chunk: commit it, start the next
+            state = self.enter(self.call(self.roles["commit"], list(state)))
+            self.commits += 1
+        self._since += 1
         role = "step"
         if self.light and not np.asarray(self.call(self.roles["gate"], [token, *state])[0]).any():
             role = "light_step"

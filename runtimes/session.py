@@ -170,7 +170,9 @@ class Session:
 
         sig = self.manifest.signature
         n_out = {m: len(s["outputs"]) for m, s in sig.get("methods", {}).items()}
-        return Decoder(lambda m, arrays: self.call_method(m, *arrays), sig.get("decode", {}), n_out, light)
+        shape = sig["inputs"][0]["shape"] if sig.get("inputs") else []
+        period = shape[1] if len(shape) > 1 and isinstance(shape[1], int) else None  # the chunk's tokens
+        return Decoder(lambda m, arrays: self.call_method(m, *arrays), sig.get("decode", {}), n_out, light, period)
 
     # ----- generation (runtimes.generate) -------------------------------------------------------------
     def stream(self, prompt: bytes, max_new_bytes: int = 200, temperature: float = 0.0, top_k: int = 0,

@@ -184,3 +184,28 @@ def test_decoder_steps_the_light_form_where_the_gate_allows():
     assert scores.shape == (1, 4, 3) and scores[0, :, 0].tolist() == [1, 2, 3, 4]
     assert [c for c in calls if c != "gate"] == ["enter", "light", "full", "light", "full"]
     assert (dec.full_steps, dec.light_steps) == (2, 2)
+
+
+def test_decoder_commits_a_full_step_state_and_enters_the_next_chunk():
+    """With a commit role the decoder commits after every `period` steps (enter(commit(state))), never before
+    the first step or more often; without the chunk length it is refused."""
+    from runtimes.decode import Decoder
+    from runtimes.errors import InputError
+
+    calls = []
+
+    def call(name, arrays):
+        calls.append(name)
+        if name == "enter":
+            return [arrays[0] * 0]  # the step count restarts
+        if name == "commit":
+            return [arrays[0] + 100]
+        return [np.full((1, 1, 3), float(arrays[1][0, 0])), arrays[1] + 1]
+
+    roles = {"enter": "enter", "step": "step", "commit": "commit"}
+    dec = Decoder(call, roles, {"step": 1}, period=3)
+    scores = dec.scores(np.array([[1] * 7]), [np.zeros((1, 1))])
+    assert scores[0, :, 0].tolist() == [0, 1, 2, 0, 1, 2, 0] and dec.commits == 2
+    assert calls == ["enter", *["step"] * 3, "commit", "enter", *["step"] * 3, "commit", "enter", "step"]
+    with pytest.raises(InputError, match="chunk length"):
+        Decoder(call, roles, {"step": 1})
