@@ -226,6 +226,35 @@ def explain_captured(cap: Captured, artifact, precision: str = "fp32", inputs: t
     return report
 
 
+def explain_failure(cap: Captured, artifact, precision: str) -> str:
+    """The explain report of an artifact that failed verification, as one text for the failure message;
+    never raises (an explanation that cannot be made says why, the verdict stands as it is)."""
+    try:
+        return str(explain_captured(cap, artifact, precision))
+    except Exception as exc:  # the evaluator, ONNX Runtime or torch internals: none of it may hide the verdict
+        return f"explain could not run: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def explain_bundle(bundle, spec, keys=()) -> dict[str, Explanation]:
+    """{artifact key: its explanation} for the artifacts of `bundle` (those `keys` names, default all),
+    against `spec` (the module the bundle was exported from), captured once."""
+    from runtimes.bundle import read_manifest
+
+    bundle, manifest = Path(bundle), read_manifest(Path(bundle))
+    unknown = [k for k in keys if k not in manifest.artifacts]
+    if unknown:
+        raise ExplainError(f"{bundle} has no artifact {', '.join(map(repr, unknown))}; it has "
+                           f"{', '.join(manifest.artifacts) or 'none'}")
+    cap = Captured(spec)
+    out = {}
+    for key, art in manifest.artifacts.items():
+        if keys and key not in keys:
+            continue
+        out[key] = explain_captured(cap, bundle / key if art.target in ("onnx", "coreml") else art.target,
+                                    art.precision)
+    return out
+
+
 def _onnx_program(cap: Captured):
     """The program the dynamo ONNX exporter translates (its own decompositions and type promotions), whose
     node names the ONNX values keep; the capture itself where torch's internals have moved."""

@@ -127,3 +127,35 @@ def test_coreml_planted_fault_is_named_first_with_its_module_and_line(deep, tmp_
     first = explain_captured(cap, planted).divergences[0]
     assert (first.op, first.module) == ("aten.tanh.default", f"layers.{PLANTED}")
     assert first.source.startswith(LINE) and first.before < 1e-4 < first.after
+
+
+@pytest.mark.skipif(not TARGETS["coreml"].is_available()[0],
+                    reason=f"coreml: {TARGETS['coreml'].is_available()[1]}")
+def test_a_failed_export_says_where_bool_mask_attention_departs(tmp_path, monkeypatch):
+    """Issue 31's case with the rewrite of coreml_graph undone (coremltools reads nn.MultiheadAttention's
+    bool mask inverted): the failure message names the attention op and its module."""
+    from coreml_models import specs
+
+    import exporters.coreml_graph
+    from exporters.build import export_bundle
+
+    monkeypatch.setattr(exporters.coreml_graph, "_like_dtype", lambda graph: False)
+    outcome = export_bundle(specs()["bool_mask_mha"], ["coreml"], tmp_path / "b", "fp32")[0]
+    assert outcome.verdict == "failed"
+    assert "1. aten.scaled_dot_product_attention.default (%scaled_dot_product_attention) in attn" in outcome.message
+
+
+def test_explain_bundle_explains_each_artifact_of_a_bundle(toy_bundle, toy):
+    """What `neat verify --explain` prints: every artifact of a verified bundle, none out of tolerance."""
+    from exporters.explain import ExplainError, explain_bundle
+    from runtimes.bundle import read_manifest
+
+    bundle, _ = toy_bundle
+    reports = explain_bundle(bundle, toy)
+    assert set(reports) == set(read_manifest(bundle).artifacts) and "onnx-fp32" in reports
+    for key, report in reports.items():
+        assert not report.divergences, f"{key}: {report}"
+        if key.split("-")[0] in ("onnx", "coreml"):
+            assert report.compared > 0, f"{key}: {report}"
+    with pytest.raises(ExplainError, match="no artifact 'nope-fp32'"):
+        explain_bundle(bundle, toy, ("nope-fp32",))
