@@ -4,5 +4,6 @@
     exporters.export(model, (x,), targets=["onnx", "cpu"], out="bundle")
 """
 from exporters.api import ExportFailed, ExportResult, describe, export
+from exporters.explain import explain
 
-__all__ = ["ExportFailed", "ExportResult", "describe", "export"]
+__all__ = ["ExportFailed", "ExportResult", "describe", "explain", "export"]

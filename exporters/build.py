@@ -114,6 +114,7 @@ def export_bundle(spec: ExportSpec, targets: list[str], out: str | Path, precisi
     """Build every target into the bundle at `out`. Artifacts that fail verification are not written
     (a previous version of the same artifact stays); the others are committed together at the end, the
     bundle signed with the user's own key (runtimes.trust.own_key) unless `sign` is False or NEAT_SIGN=0."""
+    from exporters.explain import explain_failure
     from exporters.registry import TARGETS
     from runtimes.trust import auto_sign_key
 
@@ -153,6 +154,9 @@ def export_bundle(spec: ExportSpec, targets: list[str], out: str | Path, precisi
                 continue
             size = sum(p.stat().st_size for p in staged.rglob("*") if p.is_file())
             verdict = methods.verdict(parity.verdict)
+            if parity.verdict == "failed" and parity.method != "load":  # where it departs (exporters.explain)
+                with step(f"{key}: explain where it departs from the reference"):
+                    parity.notes = f"{parity.notes}\n{explain_failure(cap, staged, precision)}"
             message = "; ".join(m for m in (parity.notes, methods.notes()) if m)
             outcomes.append(Outcome(name, precision, verdict, message, round(seconds, 2), size, parity.worst))
             if verdict == "failed":

@@ -2,7 +2,7 @@
 
     program = lower_lacking(program)   # ops coremltools lacks -> torch's own decomposition, where it has one
     program = prepare(program)         # view-only ops dropped, bool bitwise ops as logical ones, torch.cond
-                                       # inlined, identity outputs
+                                       # inlined, *_like ops' dtype made explicit, identity outputs
     lacking(program)                   # what is still unconvertible: {op: where in the module's source}
 
 Each returns the program itself when it has nothing to change, otherwise a changed copy: the capture's
@@ -23,6 +23,10 @@ VIEW_ONLY = ("alias", "alias_copy", "lift_fresh", "lift_fresh_copy", "detach", "
 # on bool tensors these are the logical ops (coremltools converts bitwise_and/not on bools, not or/xor: `a | b`)
 BOOL_BITWISE = {"bitwise_or": torch.ops.aten.logical_or.default, "bitwise_xor": torch.ops.aten.logical_xor.default,
                 "__or__": torch.ops.aten.logical_or.default, "__xor__": torch.ops.aten.logical_xor.default}
+# ops whose `dtype=` keyword coremltools' torch.export frontend ignores (the result gets the input's dtype):
+# nn.MultiheadAttention turns a bool attn_mask into `zeros_like(mask, dtype=float).masked_fill(mask, -inf)`,
+# which then stayed bool and was read by scaled_dot_product_attention as "attend where True": inverted
+LIKE_DTYPE = ("zeros_like", "full_like", "empty_like")
 
 
 def _registry():
@@ -86,10 +90,11 @@ def prepare(program):
     input; bitwise or/xor of two bool tensors as logical or/xor; torch.cond with a tensor predicate computed
     as both branches and a select (torch.where), as the branches are pure functions; and every user output
     that is an input, a buffer or another output's tensor given its own identity op (else coremltools
-    renames one var twice)."""
+    renames one var twice); zeros_like / full_like / empty_like with a `dtype=` other than their input's
+    given an input cast to that dtype (coremltools ignores the keyword)."""
     gm = copy.deepcopy(program.graph_module)  # the graph only: weights live in program.state_dict
     graph = gm.graph
-    changed = _drop_view_only(graph) | _bool_bitwise(graph) | _inline_conds(gm)
+    changed = _drop_view_only(graph) | _bool_bitwise(graph) | _like_dtype(graph) | _inline_conds(gm)
     out_node = graph.output_node()
     outs, seen = list(out_node.args[0]), set()
     for i, s in enumerate(program.graph_signature.output_specs):
@@ -142,6 +147,26 @@ def _bool_bitwise(graph) -> bool:
                 and len(node.args) == 2 and all(is_bool(a) for a in node.args)):
             node.target = BOOL_BITWISE[node.target.overloadpacket.__name__]
             changed = True
+    return changed
+
+
+def _like_dtype(graph) -> bool:
+    """zeros_like(x, dtype=d) (and full_like, empty_like) with x not of dtype d -> zeros_like(x.to(d)): the
+    same values, and coremltools converts `_to_copy`'s dtype."""
+    changed = False
+    for node in list(graph.nodes):
+        if (node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload)
+                or node.target.overloadpacket.__name__ not in LIKE_DTYPE or not isinstance(node.args[0], torch.fx.Node)):
+            continue
+        val, dtype = node.args[0].meta.get("val"), node.kwargs.get("dtype")
+        if dtype is None or not isinstance(val, torch.Tensor) or val.dtype == dtype:
+            continue
+        with graph.inserting_before(node):
+            cast = graph.call_function(torch.ops.aten._to_copy.default, (node.args[0],), {"dtype": dtype})
+        cast.meta = {**node.args[0].meta, "val": val.to(dtype)}
+        node.args = (cast, *node.args[1:])
+        node.kwargs = {k: v for k, v in node.kwargs.items() if k != "dtype"}
+        changed = True
     return changed
 
 

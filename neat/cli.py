@@ -170,12 +170,16 @@ def _triton(ctx: click.Context, args: tuple[str, ...], out: Path) -> None:
 @click.option("--signature", is_flag=True, help="First require a valid signature by a trusted key.")
 @click.option("--trusted-key", "trusted", multiple=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="A public key (PEM) to trust besides those in $NEAT_HOME/trusted/ (repeatable).")
+@click.option("--explain", "explain", is_flag=False, flag_value="*", default=None, metavar="[ARTIFACT]",
+              help="Then say where each artifact (or only ARTIFACT, e.g. coreml-fp32) first departs from the "
+                   "reference: the first ops out of tolerance, with their source lines. Failed ones always are.")
 @TRUST_UNSIGNED
 @QUIET
 def verify_command(bundle: Path, keys: tuple[str, ...], signature: bool, trusted: tuple[Path, ...],
-                   trust_unsigned: bool) -> None:
+                   explain: str | None, trust_unsigned: bool) -> None:
     """Recheck a bundle: its signature (--signature), every file against its sha256, then every verification
-    this machine can run (code-bearing artifacts only from a bundle signed by a trusted key)."""
+    this machine can run (code-bearing artifacts only from a bundle signed by a trusted key); --explain:
+    where artifacts depart from the reference (exporters.explain), as for every artifact that failed."""
     from exporters.build import verify_bundle
     from neat.deploy import bundle_spec, check
     from neat.progress import timed_step
@@ -186,9 +190,26 @@ def verify_command(bundle: Path, keys: tuple[str, ...], signature: bool, trusted
     if signature:
         click.echo(f"signature: {require_signature(bundle, trusted).detail}")
     trust = UNSIGNED if trust_unsigned else list(trusted) or None
-    outcomes = verify_bundle(bundle, bundle_spec(bundle), step=timed_step, keys=keys, trust=trust)
+    spec = bundle_spec(bundle)
+    outcomes = verify_bundle(bundle, spec, step=timed_step, keys=keys, trust=trust)
     show(outcomes_view(f"verify {bundle}", outcomes) + verify_lines(read_manifest(bundle), outcomes, True))
+    explained = explain_keys(explain, keys, outcomes)
+    if explained:
+        from exporters.explain import explain_bundle
+
+        with timed_step(f"explain {', '.join(explained)}"):
+            reports = explain_bundle(bundle, spec, explained)
+        click.echo("\n".join(f"{key}: {report}" for key, report in reports.items()))
     check(outcomes, bundle)
+
+
+def explain_keys(explain: str | None, keys: tuple[str, ...], outcomes) -> tuple[str, ...]:
+    """The artifacts `neat verify` explains: the one --explain names, every checked one for a bare
+    --explain, and those whose parity failed (not their files) in any case."""
+    failed = tuple(o.key for o in outcomes if o.verdict == "failed" and not o.message.startswith("integrity"))
+    if explain == "*":
+        return tuple(dict.fromkeys((*(keys or [o.key for o in outcomes]), *failed)))
+    return tuple(dict.fromkeys((*((explain,) if explain else ()), *failed)))
 
 
 @main.command("sign")

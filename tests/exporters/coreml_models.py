@@ -141,6 +141,24 @@ class Unsupported(nn.Module):
         return (torch.erfinv(torch.tanh(x)),)
 
 
+class BoolMaskMHA(nn.Module):
+    """Embedding, nn.MultiheadAttention with a bool causal attn_mask buffer (True: not attended), a head.
+    torch turns the mask into zeros_like(mask, dtype=float).masked_fill(mask, -inf), whose dtype= keyword
+    coremltools ignored: the mask stayed bool, read as "attend where True" (issue 31)."""
+
+    def __init__(self, vocab=64, dim=32, block=16):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.attn = nn.MultiheadAttention(dim, 2, batch_first=True)
+        self.head = nn.Linear(dim, vocab)
+        self.register_buffer("mask", torch.triu(torch.ones(block, block, dtype=torch.bool), 1))
+
+    def forward(self, idx):                              # (B, T) -> (B, T, vocab)
+        x, T = self.embed(idx), idx.shape[1]
+        y, _ = self.attn(x, x, x, attn_mask=self.mask[:T, :T], need_weights=False)
+        return (self.head(y),)
+
+
 def spec(name, module, inputs, outputs, batch=(1, 3)) -> ExportSpec:
     torch.manual_seed(0)
     module = module.eval()
@@ -167,6 +185,8 @@ def specs() -> dict[str, ExportSpec]:
         "returns_input": spec("returns-input", ReturnsInput(), [f32("x", 5)], [f32("twice", 5), f32("same", 5)]),
         "cond": spec("cond", Branch(), [f32("x", 4)], [f32("y", 4)]),
         "gru_cell": spec("gru-cell", GRUCellStep(), [f32("x", 5), f32("h", 7)], [f32("h_next", 7)]),
+        "bool_mask_mha": spec("bool-mask-mha", BoolMaskMHA(), [TensorInfo("idx", "int64", (8,), (0, 64))],
+                              [f32("logits", 8, 64)]),
         "unbatched": spec("unbatched", Unbatched(), [f32("x", 4), f32("table", 4, 3, batched=False)],
                           [f32("y", 3), f32("colsum", 3, batched=False)]),
     }

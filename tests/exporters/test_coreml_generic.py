@@ -40,7 +40,7 @@ def _package(bundle, precision="fp32"):
 
 
 MODELS = ["convnet", "conv1d", "tokens", "masked", "bool_logic", "attention", "returns_input", "unbatched", "cond",
-          "gru_cell"]
+          "gru_cell", "bool_mask_mha"]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -149,6 +149,17 @@ def test_bool_bitwise_or_and_xor_become_logical_ops_on_a_copy(models):
     x, keep = torch.randn(3, 6), torch.rand(3, 6) > 0.5
     for got, want in zip(prepared.module()(x, keep), models["bool_logic"].module(x, keep)):
         assert torch.equal(got, want)
+
+
+def test_like_ops_get_their_dtype_as_a_cast_on_a_copy(models):
+    """coremltools ignores zeros_like's dtype= (nn.MultiheadAttention's bool mask -> float): made a cast."""
+    from exporters.capture import Captured
+    from exporters.coreml_graph import prepare
+
+    shared = Captured(models["bool_mask_mha"]).decomposed("none")
+    likes = [n for n in prepare(shared).graph.nodes if n.target == torch.ops.aten.zeros_like.default]
+    assert likes and all("dtype" not in n.kwargs and n.args[0].meta["val"].dtype == torch.float32 for n in likes)
+    assert any("dtype" in n.kwargs for n in shared.graph.nodes if n.target == torch.ops.aten.zeros_like.default)
 
 
 def test_identity_output_keeps_its_name(exported):

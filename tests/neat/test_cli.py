@@ -82,3 +82,15 @@ def test_short_training_run_of_the_plain_baseline(tmp_path):
               "--batch", "3")
     assert res.exit_code == 0, res.output
     assert isinstance(load_checkpoint(out), PlainModel) and checkpoint_info(out)["steps"]["plain"] == 2
+
+
+def test_verify_explains_what_explain_names_and_every_failure():
+    from exporters.build import Outcome
+    from neat.cli import explain_keys
+
+    outcomes = [Outcome("onnx", "fp32", "passed"), Outcome("coreml", "fp32", "failed", "output: error 0.4"),
+                Outcome("cpu", "fp32", "failed", "integrity: model.pt2 sha256 differs")]
+    assert explain_keys(None, (), outcomes) == ("coreml-fp32",)  # a parity failure, not a damaged file
+    assert explain_keys("onnx-fp32", (), outcomes) == ("onnx-fp32", "coreml-fp32")
+    assert explain_keys("*", (), outcomes) == ("onnx-fp32", "coreml-fp32", "cpu-fp32")
+    assert explain_keys("*", ("onnx-fp32",), outcomes) == ("onnx-fp32", "coreml-fp32")
