@@ -118,11 +118,15 @@ def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, to
     click.echo(f"backend: {session.backend}", err=True)
     click.echo(f"threads: {session.threads.chunk} per chunk, {session.threads.step} per step ({session.threads.why})",
                err=True)
-    saved = []
+    from neat.report import image_note, images_note
+
+    saved, uniform = [], []
 
     def on_image(img):
         saved.append(save_png(images / f"image-{len(saved) + 1}.png", img))
-        click.echo(f"\n[image saved: {saved[-1]}]", err=True)
+        line, flat = image_note(saved[-1], img, session.tokens)
+        uniform.append(flat)
+        click.echo("\n" + line, err=True)
 
     out, n, t0, first = sys.stdout.buffer, 0, time.perf_counter(), None
     for piece in session.stream(prompt, max_bytes, temperature, top_k, seed, on_image=on_image):
@@ -135,6 +139,8 @@ def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, to
     from neat.report import generation_speed
 
     click.echo(generation_speed(n, t0, first, time.perf_counter(), session.decoding), err=True)
+    if sum(uniform):
+        click.echo(images_note(len(saved), sum(uniform), session.tokens), err=True)
 
 
 @click.command("bench")
