@@ -157,13 +157,14 @@ def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, to
               help="Allowed drop of an artifact's speed ratio to eager, in percent, before --baseline fails.")
 @click.option("--no-cold-start", is_flag=True,
               help="Skip the fresh-process measurements: each artifact's cold start and torch.compile's first "
-                   "call (about a minute on a small CPU).")
+                   "call (70 s on 2 quiet cores, 115 s busy: README, \"How long things take\").")
 @click.option("--no-torch-compile", is_flag=True,
-              help="Measure the artifacts' cold starts but not torch.compile's first call (about a minute).")
+              help="Measure the artifacts' cold starts but not torch.compile's first call (70 s quiet, 115 s busy, "
+                   "on 2 cores).")
 @click.option("--generate-bytes", default=1024, show_default=True, type=click.IntRange(0),
               help="Greedy bytes each artifact generates after a 1 KB held-out prompt, once by decode steps and "
-                   "once by recomputing the partial chunk (0: skip the generation figures; eager recomputing "
-                   "1 KB takes about a minute here).")
+                   "once by recomputing the partial chunk (0: skip the generation figures; they add about 2 minutes "
+                   "on 2 busy cores).")
 @click.option("--record", "record_in", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Measure nothing: show, write and gate this stored --json record instead (e.g. a CI run's, "
                    "against a new --baseline). Takes no BUNDLE.")

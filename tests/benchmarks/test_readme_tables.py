@@ -26,3 +26,23 @@ def test_the_readme_table_has_the_columns_neat_bench_prints():
         assert len(readme_table(record, kind).splitlines()) == 2 + len(record["artifacts"])
         first = readme_table(record, kind).splitlines()[2].strip("| ").split(" | ")
         assert first == [c._cells[0] for c in table.columns]  # the same cells as the terminal's first row
+
+
+def test_help_timings_are_the_readmes():
+    """Every duration a command's --help quotes is in the README's timing table, with its condition."""
+    import re
+
+    from click.testing import CliRunner
+
+    from neat.cli import main
+
+    readme = README.read_text()
+    table = readme[readme.index("**How long things take**"):readme.index("Installing takes a few minutes.")]
+    quoted = 0
+    for command in ("eval", "bench", "run", "export", "verify", "train", "info"):
+        text = " ".join(CliRunner().invoke(main, [command, "--help"], terminal_width=1000).output.split())
+        for figure in re.findall(r"\b(\d+ s|\d+ minutes?)\b(?= (?:on 2|quiet|busy|on a busy))", text):
+            quoted += 1
+            number = figure.split()[0]
+            assert re.search(rf"\b{number} (s|min)\b", table), (command, figure)
+    assert quoted >= 3
