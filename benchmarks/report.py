@@ -5,6 +5,7 @@ The plot needs matplotlib (`pip install "neat-deploy[all]"`), imported only when
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from rich.table import Table
@@ -80,19 +81,52 @@ def generation_line(record: dict) -> str:
     return line
 
 
+COLUMNS = ("artifact", "p50 ms", "p99 ms", "vs eager", "% of limit", "bytes/s", "cold start", "max err", "argmax",
+           "bits/byte", "greedy")
+
+
+def cells(r: dict) -> list[str]:
+    """One artifact's row of `neat bench`'s table (COLUMNS)."""
+    return [r["artifact"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['speedup_vs_eager']:.2f}x",
+            limit_cell(r), f"{r['throughput_bytes_s']['1']:,.0f}",
+            f"{r['cold_start_s']:.2f}s" if r["cold_start_s"] is not None else "-",
+            f"{r['parity']['max_abs']:.1e}", f"{r['parity']['argmax']:.1%}", f"{r['bits_per_byte']:.3f}",
+            "same" if r["generation_equal"] else f"differs at {r['generation_first_difference']}"]
+
+
+def _markdown_table(columns, rows) -> str:
+    return "\n".join(["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|",
+                      *("| " + " | ".join(row) + " |" for row in rows)]) + "\n"
+
+
+def readme_table(record: dict, kind: str = "table") -> str:
+    """A table of `neat bench` as the README shows it, in Markdown with the terminal's columns and cells:
+    kind "table" (COLUMNS) or "generation table" (GENERATION_COLUMNS)."""
+    if kind == "generation table":
+        return _markdown_table(GENERATION_COLUMNS, [generation_cells(r) for r in record["artifacts"]])
+    return _markdown_table(COLUMNS, [cells(r) for r in record["artifacts"]])
+
+
+README_TABLE = re.compile(r"(<!-- neat bench (table|generation table) from (\S+), by benchmarks\.report\.update_readme "
+                          r"-->\n)(.*?)(<!-- end of the table -->)", re.S)
+
+
+def update_readme(readme: Path, root: Path | None = None) -> str:
+    """The README's text with every marked table rendered again from the record its marker names (a path
+    relative to `root`, default the README's directory); writes nothing."""
+    root = root or readme.parent
+    return README_TABLE.sub(lambda m: m[1] + readme_table(json.loads((root / m[3]).read_text()), m[2]) + m[5],
+                            readme.read_text())
+
+
 def terminal(record: dict, bundle: Path) -> list:
     """What `neat bench` prints: a table row per artifact, the machine limits, the generation table and its
     line (when measured), torch.compile's first call, the chosen artifact and the speed targets."""
     table = Table(title=f"neat bench {bundle} ({record['profile']['cpu']})")
-    for col in ("artifact", "p50 ms", "p99 ms", "vs eager", "% of limit", "bytes/s", "cold start", "max err",
-                "argmax", "bits/byte", "greedy"):
+    for col in COLUMNS:
         table.add_column(col)
     for r in record["artifacts"]:
-        table.add_row(r["artifact"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['speedup_vs_eager']:.2f}x",
-                      limit_cell(r), f"{r['throughput_bytes_s']['1']:,.0f}",
-                      f"{r['cold_start_s']:.2f}s" if r["cold_start_s"] is not None else "-",
-                      f"{r['parity']['max_abs']:.1e}", f"{r['parity']['argmax']:.1%}", f"{r['bits_per_byte']:.3f}",
-                      "same" if r["generation_equal"] else f"differs at {r['generation_first_difference']}")
+        table.add_row(*cells(r))
     out = [table, limits_line(record)]
     if record.get("generation"):
         gen = Table(title="generation, batch 1")
@@ -170,3 +204,10 @@ def plot(record: dict, path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+if __name__ == "__main__":  # python -m benchmarks.report README.md: rewrite its tables from their records
+    import sys
+
+    for name in sys.argv[1:] or ["README.md"]:
+        Path(name).write_text(update_readme(Path(name)))

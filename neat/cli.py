@@ -85,7 +85,8 @@ def train(out: Path, preset: str, arch: str, seed: int, **overrides) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @QUIET
 def eval_command(checkpoint: Path | None, plain: Path | None, chunks: int, as_json: bool) -> None:
-    """Score a checkpoint on long held-out streams (default: the shipped tiny model), about 5 minutes.
+    """Score a checkpoint on long held-out streams (default: the shipped tiny model): about 80 s on 2 cores,
+    29 minutes on a busy host (load average 4 to 9; README, "How long things take").
 
     Bits per byte with the state carried, and with each mechanism taken away (state reset every chunk,
     memory off, memory reset, Transformer² off, each expert forced); image-token accuracy with the map in

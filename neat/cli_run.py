@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from neat.deploy import DEFAULT_BUNDLE
+from neat.deploy import DEFAULT_BUNDLE, RUN_SAMPLING
 
 TRUST_UNSIGNED = click.option("--trust-unsigned", is_flag=True, help="Also load the code-bearing artifacts (cpu, "
                               "cuda, tensorrt) of a bundle not signed by a trusted key (see `neat sign`).")
@@ -74,10 +74,16 @@ def info_command(bundle: Path | None, as_json: bool, trust_unsigned: bool) -> No
               help="Read the prompt from this file instead, as bytes ('-': standard input); any length.")
 @click.option("--max-bytes", default=200, show_default=True, type=click.IntRange(0), help="Bytes to generate at most.")
 @click.option("--backend", help="Force an artifact (e.g. onnx-fp32), a target (onnx) or eager.")
-@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0.0), help="0 is greedy.")
-@click.option("--top-k", default=0, show_default=True, type=click.IntRange(0),
-              help="Sample from the k most likely tokens (0: all).")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--temperature", default=None, type=click.FloatRange(0.0),
+              help=f"Sampling temperature; 0 is greedy. [default: {RUN_SAMPLING['temperature']}]")
+@click.option("--top-k", default=None, type=click.IntRange(0),
+              help=f"Sample from the k most likely tokens (0: all). [default: {RUN_SAMPLING['top_k']}]")
+@click.option("--greedy", is_flag=True,
+              help="Take the most likely byte every time instead of sampling: the same output on every fp32 "
+                   "artifact and every run (this model then tends to repeat itself).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0),
+              help="The sampler's seed: the same seed, prompt and artifact give the same text; change it for "
+                   "another sample.")
 @click.option("--autotune", is_flag=True, default=None,
               help="Time every usable artifact (the eager reference too) and use the fastest. Without it, the usable "
                    "CPU artifacts of a CPU machine are timed once per machine and bundle (NEAT_PICK=static: the "
@@ -90,13 +96,22 @@ def info_command(bundle: Path | None, as_json: bool, trust_unsigned: bool) -> No
 @THREADS
 @TRUST_UNSIGNED
 @QUIET
-def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, top_k, seed, autotune, compare,
+def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, top_k, greedy, seed, autotune, compare,
                 images, threads, trust_unsigned) -> None:
     """Generate text from a bundle with the best artifact for this machine, streamed to stdout.
-    The backend used is reported on stderr; generated images are saved as PNG and their paths printed."""
+    The backend used is reported on stderr; generated images are saved as PNG and their paths printed.
+
+    It samples by default, at the temperature and top-k that gave the shipped model's best text (measured:
+    the samples' bits per byte under the model and their repeated-8-gram share, benchmarks/sampling.py and
+    benchmarks/results/sampling.json); greedy decoding loops on this small model ("to the string to the
+    string ..."). --greedy gives the reproducible most-likely output. The Python API (Session.generate,
+    Session.stream) stays greedy unless given a temperature."""
     import runtimes
+    from neat.deploy import run_sampling
     from runtimes.images import save_png
     from runtimes.trust import UNSIGNED, unsigned_allowed
+
+    temperature, top_k = run_sampling(greedy, temperature, top_k)
 
     if (prompt is None) == (prompt_file is None):
         raise click.UsageError("give the prompt as --prompt TEXT or --prompt-file FILE (one of them)")
@@ -117,11 +132,15 @@ def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, to
     click.echo(f"backend: {session.backend}", err=True)
     click.echo(f"threads: {session.threads.chunk} per chunk, {session.threads.step} per step ({session.threads.why})",
                err=True)
-    saved = []
+    from neat.report import image_note, images_note
+
+    saved, uniform = [], []
 
     def on_image(img):
         saved.append(save_png(images / f"image-{len(saved) + 1}.png", img))
-        click.echo(f"\n[image saved: {saved[-1]}]", err=True)
+        line, flat = image_note(saved[-1], img, session.tokens)
+        uniform.append(flat)
+        click.echo("\n" + line, err=True)
 
     out, n, t0, first = sys.stdout.buffer, 0, time.perf_counter(), None
     for piece in session.stream(prompt, max_bytes, temperature, top_k, seed, on_image=on_image):
@@ -134,6 +153,8 @@ def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, to
     from neat.report import generation_speed
 
     click.echo(generation_speed(n, t0, first, time.perf_counter(), session.decoding), err=True)
+    if sum(uniform):
+        click.echo(images_note(len(saved), sum(uniform), session.tokens), err=True)
 
 
 @click.command("bench")
@@ -150,13 +171,14 @@ def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, to
               help="Allowed drop of an artifact's speed ratio to eager, in percent, before --baseline fails.")
 @click.option("--no-cold-start", is_flag=True,
               help="Skip the fresh-process measurements: each artifact's cold start and torch.compile's first "
-                   "call (about a minute on a small CPU).")
+                   "call (70 s on 2 quiet cores, 115 s busy: README, \"How long things take\").")
 @click.option("--no-torch-compile", is_flag=True,
-              help="Measure the artifacts' cold starts but not torch.compile's first call (about a minute).")
+              help="Measure the artifacts' cold starts but not torch.compile's first call (70 s quiet, 115 s busy, "
+                   "on 2 cores).")
 @click.option("--generate-bytes", default=1024, show_default=True, type=click.IntRange(0),
               help="Greedy bytes each artifact generates after a 1 KB held-out prompt, once by decode steps and "
-                   "once by recomputing the partial chunk (0: skip the generation figures; eager recomputing "
-                   "1 KB takes about a minute here).")
+                   "once by recomputing the partial chunk (0: skip the generation figures; they add about 2 minutes "
+                   "on 2 busy cores).")
 @click.option("--record", "record_in", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Measure nothing: show, write and gate this stored --json record instead (e.g. a CI run's, "
                    "against a new --baseline). Takes no BUNDLE.")

@@ -11,6 +11,10 @@ from pathlib import Path
 from neat.errors import NeatError
 
 DEFAULT_BUNDLE = Path("neat-bundle")
+# `neat run`'s sampling, measured on the shipped model by benchmarks/sampling.py (the record:
+# benchmarks/results/sampling.json, whose "chosen" a test holds this to): the most plausible samples under
+# the model that repeat themselves no more than real held-out text does. Greedy decoding loops on this model.
+RUN_SAMPLING = {"temperature": 0.8, "top_k": 10}
 
 
 class ArtifactsFailed(NeatError):
@@ -72,3 +76,14 @@ def default_bundle() -> Path:
 
         check(export_bundle(neat_spec(), ["all"], DEFAULT_BUNDLE, step=timed_step), DEFAULT_BUNDLE)
     return DEFAULT_BUNDLE
+
+
+def run_sampling(greedy: bool, temperature: float | None, top_k: int | None) -> tuple[float, int]:
+    """`neat run`'s (temperature, top_k): greedy (0, 0) with --greedy, else RUN_SAMPLING where not given."""
+    if greedy:
+        if temperature or top_k:
+            raise NeatError("--greedy takes the most likely byte every time: give it without --temperature "
+                            "and --top-k")
+        return 0.0, 0
+    return (RUN_SAMPLING["temperature"] if temperature is None else temperature,
+            RUN_SAMPLING["top_k"] if top_k is None else top_k)

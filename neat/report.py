@@ -151,3 +151,25 @@ def generation_speed(n: int, start: float, first: float | None, end: float, deco
     rate = f"{(n - 1) / (end - first):.0f} bytes/s after the first" if n > 1 and end > first else "one byte"
     return (f"generated {n} bytes in {end - start:.2f} s: {rate} (first byte after {(first - start) * 1e3:.0f} ms, "
             f"prompt included; decoding: {decoding})")
+
+
+def image_note(path, image, tokens: dict) -> tuple[str, bool]:
+    """`neat run`'s line for a saved image (its path, its cells), and whether every cell is alike (uniform)."""
+    from runtimes.images import distinct_cells
+
+    cells, distinct = distinct_cells(image, tokens["patch_px"])
+    if distinct > 1:
+        return f"[image saved: {path} ({cells} cells, {distinct} kinds)]", False
+    return (f"[image saved: {path} (uniform: all {cells} cells alike, as in an empty map, every cell '.', which "
+            "draws as one flat dark grey)]"), True
+
+
+def images_note(saved: int, uniform: int, tokens: dict) -> str:
+    """`neat run`'s closing line on images ('' when none was uniform)."""
+    if not uniform:
+        return ""
+    return (f"{uniform} of {saved} images are uniform. Not a fault of the decoding: after the image a prompt asks "
+            "for, the model goes on writing examples in its training format (\"look:\" with an image it invents, "
+            "then that image's map, \"draw:\" ...), and the maps it invents are mostly empty. "
+            f"--max-bytes {tokens['image_grid'] ** 2 + 2} after a \"draw: \" prompt stops after the first image "
+            "(its start token, cells and end token).")

@@ -24,3 +24,10 @@ def save_png(path: str | Path, image: np.ndarray, scale: int = 8) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png)
     return path
+
+
+def distinct_cells(image: np.ndarray, cell_px: int) -> tuple[int, int]:
+    """(cells, distinct cells) of an (H, W) image made of cell_px x cell_px cells (decode_image's output)."""
+    h, w = image.shape
+    cells = image.reshape(h // cell_px, cell_px, w // cell_px, cell_px).transpose(0, 2, 1, 3).reshape(-1, cell_px ** 2)
+    return len(cells), len(np.unique(np.round(cells, 4), axis=0))
