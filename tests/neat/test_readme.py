@@ -30,7 +30,7 @@ def neat_commands() -> list[list[str]]:
     """The arguments of every `neat` (or `.venv/bin/neat`) command in the README's bash blocks."""
     out = []
     for body in blocks("bash"):
-        for line in body.splitlines():
+        for line in body.replace("\\\n", " ").splitlines():  # a command continued with a backslash is one line
             for part in line.split("&&"):
                 words = shlex.split(part, comments=True)
                 if words and os.path.basename(words[0]) == "neat":
