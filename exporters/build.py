@@ -54,7 +54,8 @@ def resolve_targets(names: list[str], precision: str) -> list[str]:
     out: list[str] = []
     for name in names:
         if name == "all":
-            out += [t for t, m in TARGETS.items() if precision in m.PRECISIONS and m.is_available()[0]]
+            out += [t for t, m in TARGETS.items()
+                    if getattr(m, "IN_ALL", True) and precision in m.PRECISIONS and m.is_available()[0]]
             continue
         if name not in TARGETS:
             raise ExportError(f"unknown target {name!r}; choose from {', '.join(TARGETS)} or all")

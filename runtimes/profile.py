@@ -150,6 +150,9 @@ def _libraries() -> dict:
         libs["onnxruntime_providers"] = list(ort.get_available_providers())
     except ImportError:
         pass
+    openvino = _installed_version("openvino")  # from the metadata: importing openvino costs ~0.5 s
+    if openvino:
+        libs["openvino"] = openvino
     for name in ("tensorrt", "tensorrt_rtx"):
         try:
             libs[name] = importlib.import_module(name).__version__

@@ -24,6 +24,7 @@ from runtimes.errors import BackendUnavailable
 BACKENDS = {
     "exported": "runtimes.backends.exported",
     "onnx": "runtimes.backends.onnx",
+    "openvino": "runtimes.backends.openvino",
     "cpu": "runtimes.backends.cpu",
     "cuda": "runtimes.backends.cuda",
     "tensorrt": "runtimes.backends.tensorrt",
