@@ -58,28 +58,36 @@ def is_available() -> tuple[bool, str]:
 
 
 def export(cap: Captured, out: Path, settings: Settings) -> Built:
-    import openvino as ov
-
     from exporters.onnx import DEFAULT_OPSET, write_onnx
-    from runtimes.backends.openvino import FILE
 
     src = out / "model.onnx.tmp"
     write_onnx(cap, src, DEFAULT_OPSET)
     try:
-        model = ov.convert_model(str(src))
-    except Exception as exc:  # the frontend raises OpConversionFailure and others: the graph did not convert
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise ConversionError(f"OpenVINO could not convert {cap.spec.name}'s ONNX graph: {type(exc).__name__}: "
-                              f"{first}. Export another target (onnx, cpu)") from exc
+        requirements = convert(src, out, settings, cap.spec.name)
     finally:
         os.unlink(src)
+    return Built(toolchain=versions("torch", "onnx", "openvino"), requirements=requirements,
+                 settings={"performance_hint": settings.performance_hint, "opset": DEFAULT_OPSET})
+
+
+def convert(onnx_file: Path, out: Path, settings: Settings, name: str = "the model") -> dict:
+    """An ONNX file to the IR in `out` at the settings' precision; what running it needs (the requirements)."""
+    import openvino as ov
+
+    from runtimes.backends.openvino import FILE
+
+    try:
+        model = ov.convert_model(str(onnx_file))
+    except Exception as exc:  # the frontend raises OpConversionFailure and others: the graph did not convert
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ConversionError(f"OpenVINO could not convert {name}'s ONNX graph: {type(exc).__name__}: "
+                              f"{first}. Export another target (onnx, cpu)") from exc
     ov.save_model(model, str(out / FILE), compress_to_fp16=settings.precision == "fp16")
     requirements = {"openvino": ov.__version__.split("-")[0], "precision": settings.precision,
                     "performance_hint": settings.performance_hint}
     if settings.openvino_threads:
         requirements["threads"] = settings.openvino_threads
-    return Built(toolchain=versions("torch", "onnx", "openvino"), requirements=requirements,
-                 settings={"performance_hint": settings.performance_hint, "opset": DEFAULT_OPSET})
+    return requirements
 
 
 def runner(artifact_dir: Path, requirements: dict) -> Execution:

@@ -124,7 +124,7 @@ def load(path: Path, requirements: dict, profile, threads: int | None = None):
         with lock:  # one request per shape set: calls from several threads take turns
             req = request(tuple(a.shape for a in arrays))
             for i, a in enumerate(arrays):
-                req.set_input_tensor(i, ov.Tensor(a, shared_memory=True))
+                req.set_input_tensor(i, ov.Tensor(a, shared_memory=a.flags.writeable))  # read-only: copied
             req.infer()
             return [np.array(req.get_output_tensor(i).data, copy=True) for i in range(n_out)]
 

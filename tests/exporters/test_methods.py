@@ -84,9 +84,15 @@ def _export(tmp_path, drift: float = 0.0, targets=("exported", "onnx"), decode=N
                             targets=list(targets), out=tmp_path / "lm", check=False)
 
 
+def _openvino() -> tuple[str, ...]:
+    from exporters import openvino
+
+    return ("openvino",) if openvino.is_available()[0] else ()
+
+
 @pytest.fixture(scope="module")
 def lm_bundle(tmp_path_factory):
-    return _export(tmp_path_factory.mktemp("methods"))
+    return _export(tmp_path_factory.mktemp("methods"), targets=("exported", "onnx", *_openvino()))
 
 
 def test_every_target_builds_and_verifies_each_method(lm_bundle):
@@ -96,16 +102,19 @@ def test_every_target_builds_and_verifies_each_method(lm_bundle):
     manifest = read_manifest(lm_bundle.bundle)
     assert set(manifest.signature["methods"]) == {"enter", "step"}
     assert manifest.signature["decode"] == {"enter": "enter", "step": "step"}
-    for key in ("exported-fp32", "onnx-fp32"):
+    for key in ("exported-fp32", "onnx-fp32", *(f"{t}-fp32" for t in _openvino())):
         art = manifest.artifacts[key]
         assert {m: p.verdict for m, p in art.methods.items()} == {"enter": "passed", "step": "passed"}
         assert art.decode.verdict == "passed" and art.decode.cases[0]["steps"]["full"] == 4 * T
         assert any(f.path.startswith(f"{key}/step/") for f in art.files)  # hashed like the rest
 
 
-@pytest.mark.parametrize("backend", ["exported", "onnx"])
+@pytest.mark.parametrize("backend", ["exported", "onnx", "openvino"])
 def test_stepping_generates_what_recomputing_generates(lm_bundle, backend):
     from runtimes import load
+
+    if backend == "openvino" and not _openvino():
+        pytest.skip('openvino is not installed: pip install "neat-deploy[openvino]"')
 
     session = load(lm_bundle.bundle, backend=backend)
     assert session.decoding == "step"

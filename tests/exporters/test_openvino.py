@@ -1,0 +1,91 @@
+"""The openvino target and backend on small modules: fp32 through the toy bundle, fp16 on its own, what a call
+compiles (one static model per shape set, the thread count given), typed errors, and `all` leaving it out."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import exporters
+from exporters import openvino as target
+from runtimes.errors import InputError
+
+pytestmark = pytest.mark.skipif(not target.is_available()[0], reason=target.is_available()[1])
+
+
+def _load(bundle, key="openvino-fp32", threads=1):
+    from runtimes import backends
+    from runtimes.bundle import read_manifest
+    from runtimes.profile import detect
+
+    art = read_manifest(bundle).artifacts[key]
+    return backends.get("openvino").load(bundle / key, art.requirements, detect(), threads=threads), art
+
+
+def test_toy_runs_through_runtimes_load_with_its_state(toy_bundle):
+    import runtimes
+
+    bundle, _ = toy_bundle
+    session = runtimes.load(bundle, backend="openvino")
+    assert session.backend.target == "openvino"
+    reference = runtimes.load(bundle, backend="onnx")
+    tokens = np.arange(16, dtype=np.int32).reshape(2, 8) % 50
+    state, ref_state = session.new_state(2), reference.new_state(2)
+    for _ in range(3):  # the state carried across chunks
+        (out, state), (ref, ref_state) = session.run(tokens, state), reference.run(tokens, ref_state)
+        np.testing.assert_allclose(out, ref, atol=1e-5)
+    with pytest.raises(InputError):  # validated against the manifest before the backend sees it
+        session.run(tokens.astype(np.float32), state)
+
+
+def test_each_shape_set_is_compiled_once_statically_with_the_threads_given(toy_bundle):
+    run, _ = _load(toy_bundle[0], threads=1)
+    assert run.config["INFERENCE_NUM_THREADS"] == 1 and run.config["INFERENCE_PRECISION_HINT"] == "f32"
+    assert run.config["PERFORMANCE_HINT"] == "LATENCY"
+    h = np.zeros((1, 16), np.float32)
+    for batch in (1, 2, 1, 2):
+        run(np.zeros((batch, 8), np.int32), np.zeros((batch, 16), np.float32))
+    frozen = np.zeros((1, 8), np.int32)
+    frozen.setflags(write=False)  # OpenVINO cannot share read-only memory: copied
+    run(frozen, h)
+    assert sorted(run.compiled, key=str) == [((1, 8), (1, 16)), ((2, 8), (2, 16))]
+    for cm, _ in run.compiled.values():
+        assert cm.inputs[0].get_partial_shape().is_static
+        assert int(cm.get_property("INFERENCE_NUM_THREADS")) == 1
+    with pytest.raises(InputError, match="expects 2 inputs"):
+        run(np.zeros((1, 8), np.int32))
+    with pytest.raises(InputError, match="'h' has shape \\[1, 7\\]"):
+        run(np.zeros((1, 8), np.int32), h[:, :7])
+
+
+def test_fp16_stores_half_weights_and_computes_close_to_fp32(toy_bundle, tmp_path):
+    bundle = toy_bundle[0]
+    requirements = target.convert(bundle / "onnx-fp32" / "model.onnx", tmp_path, target.Settings(precision="fp16"))
+    assert requirements["precision"] == "fp16"
+    assert 'element_type="f16"' in (tmp_path / "model.xml").read_text()
+    assert (tmp_path / "model.bin").stat().st_size < 0.6 * (bundle / "openvino-fp32" / "model.bin").stat().st_size
+    from runtimes import backends
+    from runtimes.profile import detect
+
+    half = backends.get("openvino").load(tmp_path, requirements, detect(), threads=1)
+    full, _ = _load(bundle)
+    args = np.arange(16, dtype=np.int32).reshape(2, 8) % 50, np.full((2, 16), 0.1, np.float32)
+    for a, b in zip(half(*args), full(*args)):
+        np.testing.assert_allclose(a, b, atol=2e-2)
+
+
+def test_all_leaves_it_out_and_naming_it_builds_it():
+    from exporters.build import resolve_targets
+
+    assert "openvino" not in resolve_targets(["all"], "fp32")
+    assert resolve_targets(["openvino"], "fp32") == ["openvino"]
+
+
+def test_a_bad_performance_hint_is_refused_naming_the_choices(tmp_path):
+    from exporters.errors import ExportError
+
+    model = nn.Linear(4, 2).eval()
+    with pytest.raises(ExportError, match="LATENCY, THROUGHPUT"):
+        target.Settings(performance_hint="FASTEST")
+    out = exporters.export(model, (torch.randn(1, 4),), name="lin", targets=["openvino"], out=tmp_path / "b",
+                           check=False, options={"performance_hint": "FASTEST"})
+    assert not out.ok and "LATENCY, THROUGHPUT" in str(out)
