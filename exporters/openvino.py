@@ -3,8 +3,10 @@
 Why from the ONNX file rather than the ExportedProgram: the translation is already made once per capture for
 the `onnx` and `tensorrt` targets (exporters.onnx.write_onnx shares it), it carries the spec's input and
 output names as they are, and what OpenVINO reads from it is the graph ONNX Runtime verifies; OpenVINO's
-ONNX frontend is its most used path. The dynamic dimensions stay dynamic in the IR; the runtime backend
-compiles each shape it sees statically (runtimes.backends.openvino).
+ONNX frontend is its most used path. (It converts the ExportedProgram too, but names the outputs after graph
+nodes, `linear_1:0`, and makes every dimension dynamic, the fixed ones too; tried on tests/exporters/toy.py.)
+The dynamic dimensions stay dynamic in the IR; the runtime backend compiles each shape it sees statically
+(runtimes.backends.openvino).
 
 fp32: the graph as is, computed in f32. fp16: weights stored in fp16 (`compress_to_fp16`), computed in f16 on
 CPUs that do it natively and in f32 elsewhere (the plugin decompresses the weights once, at compile time).
