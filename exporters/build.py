@@ -55,7 +55,7 @@ def resolve_targets(names: list[str], precision: str) -> list[str]:
     for name in names:
         if name == "all":
             out += [t for t, m in TARGETS.items()
-                    if getattr(m, "IN_ALL", True) and precision in m.PRECISIONS and m.is_available()[0]]
+                    if not getattr(m, "NOT_IN_ALL", "") and precision in m.PRECISIONS and m.is_available()[0]]
             continue
         if name not in TARGETS:
             raise ExportError(f"unknown target {name!r}; choose from {', '.join(TARGETS)} or all")
@@ -123,6 +123,11 @@ def export_bundle(spec: ExportSpec, targets: list[str], out: str | Path, precisi
     if not names:
         raise TargetUnavailable(f"no target can be built here at {precision}; see `neat export --help`")
     check_options(names, options or {})
+    if "all" in targets:
+        for t, m in TARGETS.items():
+            if getattr(m, "NOT_IN_ALL", "") and t not in names:
+                with step(f"{t}: {m.NOT_IN_ALL}"):
+                    pass
     also = f" (and methods {', '.join(spec.methods)})" if spec.methods else ""
     with step(f"capture {spec.name} with torch.export{also}"):
         cap = Captured(spec)

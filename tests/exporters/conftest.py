@@ -21,6 +21,6 @@ def toy_bundle(tmp_path_factory, toy):
     from exporters import openvino
 
     out = tmp_path_factory.mktemp("toy") / "bundle"
-    named = ["openvino"] if openvino.is_available()[0] else []  # `all` leaves it out (IN_ALL)
+    named = ["openvino"] if openvino.is_available()[0] else []  # `all` leaves it out (NOT_IN_ALL)
     outcomes = export_bundle(toy, ["all", *named], out, "fp32", {"compute_capabilities": ("8.6",)})
     return out, {o.target: o for o in outcomes}

@@ -2,10 +2,7 @@
 compiles (one static model per shape set, the thread count given), typed errors, and `all` leaving it out."""
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
-import exporters
 from exporters import openvino as target
 from runtimes.errors import InputError
 
@@ -73,19 +70,29 @@ def test_fp16_stores_half_weights_and_computes_close_to_fp32(toy_bundle, tmp_pat
         np.testing.assert_allclose(a, b, atol=2e-2)
 
 
-def test_all_leaves_it_out_and_naming_it_builds_it():
-    from exporters.build import resolve_targets
+def test_all_leaves_it_out_saying_so_and_naming_it_builds_it(toy, tmp_path):
+    import contextlib
 
-    assert "openvino" not in resolve_targets(["all"], "fp32")
+    from exporters.build import export_bundle, resolve_targets
+
     assert resolve_targets(["openvino"], "fp32") == ["openvino"]
+    said = []
+
+    @contextlib.contextmanager
+    def step(label):
+        said.append(label)
+        if label.startswith("capture"):
+            raise KeyboardInterrupt  # stop before anything is built
+        yield
+
+    with pytest.raises(KeyboardInterrupt):
+        export_bundle(toy, ["all"], tmp_path / "b", "fp32", {"compute_capabilities": ("8.6",)}, step=step)
+    assert any("openvino: left out of `all`" in s and "neat export openvino" in s for s in said), said
+    assert not any(s.startswith("openvino-fp32") for s in said)
 
 
-def test_a_bad_performance_hint_is_refused_naming_the_choices(tmp_path):
+def test_a_bad_performance_hint_is_refused_naming_the_choices():
     from exporters.errors import ExportError
 
-    model = nn.Linear(4, 2).eval()
     with pytest.raises(ExportError, match="LATENCY, THROUGHPUT"):
         target.Settings(performance_hint="FASTEST")
-    out = exporters.export(model, (torch.randn(1, 4),), name="lin", targets=["openvino"], out=tmp_path / "b",
-                           check=False, options={"performance_hint": "FASTEST"})
-    assert not out.ok and "LATENCY, THROUGHPUT" in str(out)
