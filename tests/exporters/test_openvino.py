@@ -50,6 +50,8 @@ def test_each_shape_set_is_compiled_once_statically_with_the_threads_given(toy_b
         assert int(cm.get_property("INFERENCE_NUM_THREADS")) == 1
     with pytest.raises(InputError, match="expects 2 inputs"):
         run(np.zeros((1, 8), np.int32))
+    with pytest.raises(InputError, match="'tokens' is int64, the model takes int32"):
+        run(np.zeros((1, 8), np.int64), h)
     with pytest.raises(InputError, match="'h' has shape \\[1, 7\\]"):
         run(np.zeros((1, 8), np.int32), h[:, :7])
 
