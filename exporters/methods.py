@@ -103,7 +103,7 @@ def verify_decode(spec: ExportSpec, runs: dict, precision: str, method: str) -> 
     forward's, as verification compares outputs (masked entries left out, argmax agreement)."""
     from exporters.verify import TOLERANCES, Case, failures, reference_run, tie_margin
     from exporters.parity import compare
-    from runtimes.decode import Decoder
+    from runtimes.decode import Decoder, gate_inputs
 
     lo = spec.batch[0]
     chunks = (spec.real_data(lo, DECODE_CHUNKS) if spec.real_data is not None
@@ -112,7 +112,10 @@ def verify_decode(spec: ExportSpec, runs: dict, precision: str, method: str) -> 
     ref = np.concatenate([o[0] for o in ref_out], axis=1)  # (B, N, V)
     tokens = torch.cat([c[0] for c in chunks], dim=1).numpy()
     n_out = {m: len(s.outputs) for m, s in spec.methods.items()}
-    decoder = Decoder(lambda m, arrays: runs[m](*arrays), spec.decode, n_out, period=chunks[0][0].shape[1])
+    step, gate = spec.methods[spec.decode["step"]], spec.methods.get(spec.decode.get("gate", ""))
+    where = gate_inputs([t.name for t in (*step.inputs, *step.state)], [t.name for t in gate.inputs]) if gate else None
+    decoder = Decoder(lambda m, arrays: runs[m](*arrays), spec.decode, n_out, period=chunks[0][0].shape[1],
+                      gate_inputs=where)
     init = [s.numpy() for s in spec.init_state(lo)]
     tol = TOLERANCES[precision]
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 # method name in a bundle -> DecodeStep method
-METHODS = {"step_enter": "from_chunk_state", "step": "patch_step", "byte_step": "byte_step", "needs_patch": "needs_patch",
+METHODS = {"step_enter": "from_chunk_state", "step": "patch_step", "byte_step": "byte_step", "needs_patch": "gate",
            "step_commit": "commit"}
 DECODE = {"enter": "step_enter", "step": "step", "light_step": "byte_step", "gate": "needs_patch", "commit": "step_commit"}
 

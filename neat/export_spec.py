@@ -50,7 +50,7 @@ def _real_bytes(real_data):
 def step_methods(model: NeatModel, batch: tuple[int, int], real_data) -> dict[str, ExportSpec]:
     """The decode step's entry points (neat.entry), each described for export; their roles are neat.entry.DECODE."""
     from neat.entry import Method, METHODS
-    from neat.step import STEP_STATE_NAMES, DecodeStep
+    from neat.step import GATE_INPUTS, STEP_STATE_NAMES, DecodeStep
 
     step = DecodeStep(model)
     V, T = model.cfg.vocab_size, model.cfg.chunk_len
@@ -72,8 +72,8 @@ def step_methods(model: NeatModel, batch: tuple[int, int], real_data) -> dict[st
         "step_commit": describe(Method(step, METHODS["step_commit"]), tuple(state.values()), name="step_commit",
                                 input_names=STEP_STATE_NAMES, output_names=[f"chunk_{n}" for n in STATE_NAMES],
                                 ranges={"context": (0, V)}, batch=batch, fp32_scopes=STEP_FP32_SCOPES),
-        "needs_patch": describe(Method(step, METHODS["needs_patch"]), (token, *state.values()), name="needs_patch",
-                                input_names=("token", *STEP_STATE_NAMES), output_names=("needs_patch",),
+        "needs_patch": describe(Method(step, METHODS["needs_patch"]), (token, *(state[n] for n in GATE_INPUTS)),
+                                name="needs_patch", input_names=("token", *GATE_INPUTS), output_names=("needs_patch",),
                                 ranges={"token": (0, V), "context": (0, V)}, batch=batch,
                                 fp32_scopes=STEP_FP32_SCOPES),
     }

@@ -71,6 +71,7 @@ STEP_STATE_NAMES = ("context", "pos", "npatch", "ent_prev", "seen", "mod_raw", "
                     "gbuf", "read_k", "read_v", "lat_cache", "lat_k", "lat_v", "lat_window", "lat_valid",
                     "mem_w1", "mem_w2", "mem_s1", "mem_s2")
 WINDOW_KV = ("enc_k", "enc_v", "dec_k", "dec_v")
+GATE_INPUTS = ("context", "pos", "npatch", "ent_prev")  # what needs_patch reads of the state (`gate`)
 
 
 class StepStateError(NeatError):
@@ -163,7 +164,14 @@ class DecodeStep(nn.Module):
         """(B, 1) bool: this token starts a patch (completing the one before) or follows a full chunk, so the
         step must run the latent layers (`forward`); where it is false everywhere, `byte_step` gives the same
         result for less."""
-        return self._plan(token, dict(zip(STEP_STATE_NAMES, state)))[-1]
+        S = dict(zip(STEP_STATE_NAMES, state))
+        return self.gate(token, *(S[n] for n in GATE_INPUTS))
+
+    def gate(self, token: torch.Tensor, context: torch.Tensor, pos: torch.Tensor, npatch: torch.Tensor,
+             ent_prev: torch.Tensor) -> torch.Tensor:
+        """needs_patch from the only state entries it reads (a gate is called before every step: 5 inputs
+        instead of the whole state)."""
+        return self._plan(token, dict(zip(GATE_INPUTS, (context, pos, npatch, ent_prev))))[-1]
 
     def byte_step(self, token: torch.Tensor, *state: torch.Tensor):
         """`forward` without the latent layers, for a token where `needs_patch` is false (the split entry point)."""

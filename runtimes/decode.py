@@ -7,7 +7,8 @@ signatures are in `signature.methods`, and each artifact carries the methods it 
 - `enter`: inputs are the chunk forward's state, in its order (no state) -> outputs: the step state;
 - `step`: inputs one token (B, 1), state the step state -> outputs: scores (B, 1, V), then the new state;
 - optionally `light_step` with `step`'s signature, which gives the same result for less where
-  `gate(token, *step_state)` (inputs, no state) -> (B, 1) bool is false for every row;
+  `gate(token, *step_state)` (inputs, no state) -> (B, 1) bool is false for every row (a gate may take only
+  some of those, by name: `gate_inputs`, their positions in (token, *step_state));
 - optionally `commit`: inputs the step state (no state) -> outputs the chunk forward's state. With it, a
   step state holds one chunk (the chunk forward's token length, `period`) and is full after that many steps:
   the decoder then commits it and enters the next chunk (`enter(commit(state))`) before the next step, so
@@ -57,6 +58,13 @@ def decoding(signature: dict, methods) -> str:
     return "step" if roles and set(roles.values()) <= set(methods) else "recompute"
 
 
+def gate_inputs(step_names: Sequence[str], gate_names: Sequence[str]) -> list[int] | None:
+    """Where the gate's inputs are among the step's (token, *state) by name; None: all of them, in order."""
+    if list(gate_names) == list(step_names) or not set(gate_names) <= set(step_names):
+        return None
+    return [list(step_names).index(n) for n in gate_names]
+
+
 def name_problem(name: str) -> str:
     return "" if isinstance(name, str) and NAME.fullmatch(name) else (
         f"method name {name!r} is not a plain identifier (letters, digits, _; at most 64)")
@@ -68,13 +76,14 @@ class Decoder:
     `commit` role). Each call to `step` advances one token."""
 
     def __init__(self, call: Call, decode: dict, n_outputs: dict[str, int], light: bool = True,
-                 period: int | None = None):
+                 period: int | None = None, gate_inputs: Sequence[int] | None = None):
         if "commit" in decode and not (isinstance(period, int) and period > 0):
             raise InputError("a decode protocol with a commit role needs the chunk length (period=T): the steps "
                              "a step state holds before it is committed")
         self.call, self.roles, self.n_outputs, self.period = call, decode, n_outputs, period
         self.light = light and "light_step" in decode
         self.full_steps = self.light_steps = self.commits = 0
+        self.gate_inputs = None if gate_inputs is None else list(gate_inputs)
         self._since = 0  # steps since the last enter
 
     def enter(self, chunk_state: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -89,14 +98,16 @@ class Decoder:
             self.commits += 1
         self._since += 1
         role = "step"
-        if self.light and not np.asarray(self.call(self.roles["gate"], [token, *state])[0]).any():
+        args = [token, *state]
+        if self.light and not np.asarray(self.call(self.roles["gate"], args if self.gate_inputs is None else
+                                                   [args[i] for i in self.gate_inputs])[0]).any():
             role = "light_step"
         if role == "step":
             self.full_steps += 1
         else:
             self.light_steps += 1
         name = self.roles[role]
-        outs = self.call(name, [token, *state])
+        outs = self.call(name, args)
         return np.asarray(outs[0])[:, -1], [np.asarray(s) for s in outs[self.n_outputs[name]:]]
 
     def scores(self, tokens: np.ndarray, chunk_state: Sequence[np.ndarray]) -> np.ndarray:

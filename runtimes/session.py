@@ -152,9 +152,12 @@ class Session:
         if name not in self.methods or self._load_method is None:
             raise InputError(f"{self.backend.key} carries no method {name!r}; it has {self.methods or 'none'}")
         with self._lock:
-            if name not in self._methods:
-                self._methods[name] = self._load_method(name)
-            return self._methods[name](*arrays)
+            return self._method(name)(*arrays)
+
+    def _method(self, name: str) -> Callable:
+        if name not in self._methods:
+            self._methods[name] = self._load_method(name)
+        return self._methods[name]
 
     @property
     def decoding(self) -> str:
@@ -166,13 +169,23 @@ class Session:
 
     def decoder(self, light: bool = True):
         """A runtimes.decode.Decoder over this session's decode methods (light=False: never the light step)."""
-        from runtimes.decode import Decoder
+        from runtimes.decode import Decoder, gate_inputs
 
         sig = self.manifest.signature
+        if self.decoding == "step":  # every decode method loaded now, not mid-stream (a commit once per chunk)
+            with self._lock:
+                for name in set(sig["decode"].values()):
+                    self._method(name)
         n_out = {m: len(s["outputs"]) for m, s in sig.get("methods", {}).items()}
         shape = sig["inputs"][0]["shape"] if sig.get("inputs") else []
         period = shape[1] if len(shape) > 1 and isinstance(shape[1], int) else None  # the chunk's tokens
-        return Decoder(lambda m, arrays: self.call_method(m, *arrays), sig.get("decode", {}), n_out, light, period)
+        roles, methods = sig.get("decode", {}), sig.get("methods", {})
+
+        def names(role: str, part: str) -> list[str]:
+            return [t["name"] for t in methods.get(roles.get(role), {}).get(part, [])]
+
+        gate = gate_inputs(names("step", "inputs") + names("step", "state"), names("gate", "inputs"))
+        return Decoder(lambda m, arrays: self.call_method(m, *arrays), roles, n_out, light, period, gate)
 
     # ----- generation (runtimes.generate) -------------------------------------------------------------
     def stream(self, prompt: bytes, max_new_bytes: int = 200, temperature: float = 0.0, top_k: int = 0,

@@ -28,17 +28,27 @@ def torch_runner(fn: Callable, device: str = "cpu", copy: bool = False, threads:
 
     from runtimes.threads import torch_threads
 
-    @torch.no_grad()
+    leaves = torch.utils._pytree.tree_leaves
+    on_cpu = torch.device(device).type == "cpu"
+    no_grad = torch.no_grad
+
     def run(*arrays: np.ndarray) -> list[np.ndarray]:
-        if threads:
+        # a decode step calls this once per token with ~30 state arrays: no per-array work beyond the
+        # conversions (no .to/.detach/.cpu on the CPU, no pytree walk over a flat list of outputs)
+        if threads and torch.get_num_threads() != threads:
             torch_threads(threads)
-        tensors = [torch.from_numpy(np.array(a, copy=True) if copy else contiguous(a)).to(device)
-                   for a in arrays]
-        return [t.detach().cpu().numpy() for t in torch.utils._pytree.tree_leaves(fn(*tensors))]
+        with no_grad():
+            tensors = [torch.from_numpy(np.array(a, copy=True) if copy else contiguous(a)) for a in arrays]
+            outs = fn(*(tensors if on_cpu else [t.to(device) for t in tensors]))
+        if not (isinstance(outs, (list, tuple)) and all(type(o) is torch.Tensor for o in outs)):
+            outs = leaves(outs)
+        return [o.numpy() if on_cpu and not o.requires_grad else o.detach().cpu().numpy() for o in outs]
 
     return run
 
 
 def contiguous(a: np.ndarray) -> np.ndarray:
     """A C-contiguous array of the same shape (np.ascontiguousarray makes a 0-d array 1-d)."""
+    if isinstance(a, np.ndarray) and a.flags.c_contiguous:
+        return a
     return np.ascontiguousarray(a).reshape(np.shape(a))
