@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from exporters.errors import ExportError, TargetUnavailable
+from runtimes.backends.onnx import OPTIMIZED
 from runtimes.bundle import Manifest, read_init_state, read_manifest, resolve_inside, verify_files
 from runtimes.errors import RuntimeLayerError
 from runtimes.manifest import Artifact
@@ -262,7 +263,8 @@ def export_repository(bundle: str | Path, out: str | Path) -> Repository:
                 raise RepositoryError(str(exc)) from None
             platform, filename = PLATFORMS[art.target]
             name = model_name(manifest, art.key)
-            top = [f for f in art.files if len(Path(f.path).parts) == 2]  # <key>/<file>: not a method's files
+            top = [f for f in art.files if len(Path(f.path).parts) == 2  # <key>/<file>: not a method's files,
+                   and Path(f.path).name != OPTIMIZED]  # nor the graph our CPU backend loads (Triton optimizes its own)
             main = [f for f in top if Path(f.path).name == filename]
             if not main:
                 raise RepositoryError(f"artifact {art.key} has no {filename}; re-export it with `neat export {art.target}`")

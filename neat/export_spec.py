@@ -71,7 +71,7 @@ def step_methods(model: NeatModel, batch: tuple[int, int], real_data) -> dict[st
                               long_stream_chunks=T // 4, **stepping),
         "step_commit": describe(Method(step, METHODS["step_commit"]), tuple(state.values()), name="step_commit",
                                 input_names=STEP_STATE_NAMES, output_names=[f"chunk_{n}" for n in STATE_NAMES],
-                                ranges={"context": (0, V)}, batch=batch, fp32_scopes=STEP_FP32_SCOPES),
+                                ranges={"context": (0, V)}, batch=batch),  # no decision inside: no fp32 scope
         "needs_patch": describe(Method(step, METHODS["needs_patch"]), (token, *(state[n] for n in GATE_INPUTS)),
                                 name="needs_patch", input_names=("token", *GATE_INPUTS), output_names=("needs_patch",),
                                 ranges={"token": (0, V), "context": (0, V)}, batch=batch,

@@ -70,19 +70,21 @@ def _checked_entry(bundle: Path, raw: dict, where: str) -> Path:
 
 
 def unlisted_problems(bundle: Path, artifact: Artifact) -> list[str]:
-    """The files the artifact's backend opens (its FILE, for the chunk forward and each method) that the
-    manifest does not list, and so does not hash: a backend loads only what the integrity check covered. A
+    """The files the artifact's backend opens (its FILE, or those its optional `opens(requirements)` names, for
+    the chunk forward and each method) that the manifest does not list, and so does not hash: a backend loads
+    only what the integrity check covered. A
     FILE that is a directory (an .mlpackage) is opened whole: every file in it must be listed."""
     from runtimes import backends
     from runtimes.errors import BackendUnavailable
 
     try:
-        opened = backends.get(artifact.target).FILE
+        backend = backends.get(artifact.target)
     except BackendUnavailable:
         return []  # no backend here opens anything of it
+    files = backend.opens(artifact.requirements) if hasattr(backend, "opens") else [backend.FILE]
     listed = {f.path for f in artifact.files}
     out = []
-    for method in ["", *artifact.methods]:
+    for method, opened in ((m, f) for m in ["", *artifact.methods] for f in files):
         rel = "/".join(p for p in (artifact.key, method, opened) if p)
         inside = {p for p in listed if p.startswith(rel + "/")}
         if rel not in listed and not inside:

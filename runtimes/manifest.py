@@ -138,7 +138,8 @@ def _parity(p) -> Parity:
 # the requirement fields the backends read (runtimes.backends.*.problem), and the type each must have; any
 # other is a string, a whole number, or a list of strings (runtimes.schema.Requirements)
 REQUIREMENTS = {"torch": str, "arch": str, "device": str, "cpu_isa": list, "compute_capability": str,
-                "flavour": str, "tensorrt_version": str, "compute_capabilities": list, "loader": str}
+                "flavour": str, "tensorrt_version": str, "compute_capabilities": list, "loader": str,
+                "ort_optimized": str}
 
 
 def check_requirements(req: dict, where: str) -> dict:

@@ -10,6 +10,8 @@ Every backend module has the same names (tests/runtimes/test_backends.py checks 
     load(path, requirements, profile, threads=None)
                                        a runner: numpy arrays in signature order -> list of numpy arrays;
                                        threads: its intra-op threads (runtimes.threads), None leaves the default
+    opens(requirements)                optional: every file it may load from an artifact directory, when FILE
+                                       is not the only one (each must be listed, and so hashed, in the manifest)
 
 `select` ranks candidates; each backend alone knows its rules (libraries, versions, OS, CPU features,
 compute capability). Adding a runtime is one module here and one line in BACKENDS.

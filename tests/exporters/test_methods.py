@@ -65,7 +65,7 @@ def _step_data(batch: int, calls: int):
     return [(tokens[:, i:i + 1],) for i in range(calls)]
 
 
-def _export(tmp_path, drift: float = 0.0, targets=("exported", "onnx"), decode=None):
+def _export(tmp_path, drift: float = 0.0, targets=("exported", "onnx"), decode=None, precision="fp32"):
     lm = RecurrentLM().eval()
     h0 = torch.zeros(1, H)
     token = torch.zeros(1, 1, dtype=torch.int32)
@@ -81,7 +81,7 @@ def _export(tmp_path, drift: float = 0.0, targets=("exported", "onnx"), decode=N
                             name="recurrent-lm", input_names=["tokens"], output_names=["logits"],
                             ranges={"tokens": (0, VOCAB)}, argmax=["logits"], data=_data,
                             methods=methods, decode=decode or {"enter": "enter", "step": "step"},
-                            targets=list(targets), out=tmp_path / "lm", check=False)
+                            targets=list(targets), out=tmp_path / "lm", check=False, precision=precision)
 
 
 def _openvino() -> tuple[str, ...]:
