@@ -91,9 +91,14 @@ def image_progress(tokens: torch.Tensor, state: torch.Tensor, n_img: float) -> t
     is_boi = (tokens == BOI_ID).to(state.dtype)
     is_eoi = (tokens == EOI_ID).to(state.dtype)
     is_code = (tokens >= FIRST_CODE_ID).to(state.dtype)
-    inside = (state[:, :1] + torch.cumsum(is_boi - is_eoi, dim=1)).clamp(0.0, 1.0)
-    n = state[:, 1:] + torch.cumsum(is_code, dim=1) - n_img * torch.cumsum(is_eoi, dim=1)
+    inside = (state[:, :1] + _running(is_boi - is_eoi)).clamp(0.0, 1.0)
+    n = state[:, 1:] + _running(is_code) - n_img * _running(is_eoi)
     return inside, n
+
+
+def _running(x: torch.Tensor) -> torch.Tensor:
+    """Running sum along dim 1; a decode step's single token is its own sum (no cumsum kernel per step)."""
+    return x if x.shape[1] == 1 else torch.cumsum(x, dim=1)
 
 
 class ImageCellEmbedding(nn.Module):
