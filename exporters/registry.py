@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from exporters import coreml, cpu, cuda, exported, onnx, tensorrt
+from exporters import coreml, cpu, cuda, exported, mlx, onnx, tensorrt
 
-TARGETS: dict[str, ModuleType] = {m.NAME: m for m in (exported, onnx, tensorrt, coreml, cpu, cuda)}
+TARGETS: dict[str, ModuleType] = {m.NAME: m for m in (exported, onnx, tensorrt, coreml, mlx, cpu, cuda)}
 
 
 def available_targets() -> dict[str, tuple[bool, str]]:
