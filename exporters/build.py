@@ -48,13 +48,15 @@ class Outcome:
 
 
 def resolve_targets(names: list[str], precision: str) -> list[str]:
-    """Expand 'all' to every target buildable here at this precision; refuse unknown or unbuildable ones."""
+    """Expand 'all' to every target buildable here at this precision (a target with IN_ALL False is built only
+    when named); refuse unknown or unbuildable ones."""
     from exporters.registry import TARGETS
 
     out: list[str] = []
     for name in names:
         if name == "all":
-            out += [t for t, m in TARGETS.items() if precision in m.PRECISIONS and m.is_available()[0]]
+            out += [t for t, m in TARGETS.items()
+                    if precision in m.PRECISIONS and getattr(m, "IN_ALL", True) and m.is_available()[0]]
             continue
         if name not in TARGETS:
             raise ExportError(f"unknown target {name!r}; choose from {', '.join(TARGETS)} or all")

@@ -48,7 +48,7 @@ class _Lowering:
         from exporters.mlx_ops import DTYPES
 
         self.mx, self.torch, self.program = mx, torch, program
-        self.dtypes = dict(DTYPES, **({torch.float32: mx.float16} if precision == "fp16" else {}))
+        self.dtypes = {**DTYPES, **({torch.float32: mx.float16} if precision == "fp16" else {})}
         self.scopes = fp32_scopes if precision == "fp16" else ()
         sig, tensors = program.graph_signature, {**program.state_dict, **program.constants}
         self.fixed = {s.arg.name: self.array(tensors[s.target]) for s in sig.input_specs
