@@ -105,7 +105,7 @@ class _Lowering:
         return a
 
     def call(self, node, env):
-        from exporters.mlx_ops import OPS, PYTHON, Unsupported, op_name
+        from exporters.mlx_ops import OPS, PYTHON, op_name
 
         mx, name = self.mx, op_name(node.target)
         try:
@@ -124,7 +124,7 @@ class _Lowering:
             out = OPS[name](*args)
         except ConversionError:
             raise
-        except (Unsupported, Exception) as exc:  # an entry that cannot express this use of its op
+        except Exception as exc:  # Unsupported, or MLX refusing this use of the op
             raise ConversionError(f"MLX cannot lower aten.{name}{_at(node)}: {type(exc).__name__}: "
                                   f"{(str(exc).splitlines() or [''])[0]}. Rewrite that part of the module, or "
                                   "export another target (onnx, cpu)") from exc
@@ -186,4 +186,5 @@ def export(cap: Captured, out: Path, settings: Settings) -> Built:
 def runner(artifact_dir: Path, requirements: dict) -> Execution:
     import mlx.core as mx
 
-    return execute(NAME, artifact_dir, requirements, f"executed: MLX, {mx.default_device()}")
+    device = str(mx.default_device().type).split(".")[-1]  # cpu here, gpu on Apple silicon
+    return execute(NAME, artifact_dir, requirements, f"executed: MLX, {device}")
