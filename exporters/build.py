@@ -48,7 +48,8 @@ class Outcome:
 
 
 def resolve_targets(names: list[str], precision: str) -> list[str]:
-    """Expand 'all' to every target buildable here at this precision; refuse unknown or unbuildable ones."""
+    """Expand 'all' to every target buildable here at this precision (a target with NOT_IN_ALL, its reason, is
+    built only when named); refuse unknown or unbuildable ones."""
     from exporters.registry import TARGETS
 
     out: list[str] = []

@@ -158,6 +158,12 @@ def _libraries() -> dict:
             libs[name] = importlib.import_module(name).__version__
         except Exception:  # ImportError, or a CUDA library that fails to load
             pass
+    try:
+        import mlx.core as mx
+
+        libs["mlx"] = mx.__version__
+    except Exception:  # ImportError, or an MLX build that does not load here
+        pass
     if platform.system() == "Darwin":
         try:
             import coremltools as ct

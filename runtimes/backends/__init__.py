@@ -31,6 +31,7 @@ BACKENDS = {
     "cuda": "runtimes.backends.cuda",
     "tensorrt": "runtimes.backends.tensorrt",
     "coreml": "runtimes.backends.coreml",
+    "mlx": "runtimes.backends.mlx",
     "eager": "runtimes.backends.eager",
 }
 INTERFACE = ("NAME", "FILE", "is_available", "problem", "load")

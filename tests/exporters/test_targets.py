@@ -13,6 +13,7 @@ EXPECTED_HERE = {
     "onnx": "passed",
     "cpu": "passed",
     "coreml": "passed",  # evaluated off-device in NumPy
+    "mlx": "passed",     # executed by MLX on the CPU (mlx[cpu])
     "tensorrt": "built, not executed",
     "openvino": "passed",  # not in `all`: the toy bundle names it (tests/exporters/conftest.py)
 }

@@ -34,6 +34,7 @@ CASES = {
                  "built with tensorrt_rtx 1.2"),
     "coreml": ({}, bare(os="Darwin", libraries={"coremltools": "9.0"}), bare(libraries={"coremltools": "9.0"}),
                "macOS"),
+    "mlx": ({"mlx": "0.32.4"}, bare(libraries={"mlx": "0.32.0"}), bare(libraries={"mlx": "0.33.0"}), "written by mlx 0.32.4"),
     "eager": ({"loader": "neat"}, bare(libraries=TORCH), bare(libraries=TORCH), None),
 }
 

@@ -1,0 +1,75 @@
+"""The `mlx` target: foreign modules lowered op by op to MLX, verified by executing the `.mlxfn` program here
+(MLX on the CPU), then run through `runtimes.load(backend="mlx")`; a multi-entry-point model decodes by steps
+through it; an op the table lacks is refused naming the op and the line that uses it."""
+import numpy as np
+import pytest
+import torch
+
+import exporters
+from exporters.build import export_bundle
+from exporters.errors import ConversionError
+from exporters.registry import TARGETS
+from foreign import CASES
+from runtimes import load
+from runtimes.bundle import read_manifest
+
+pytestmark = pytest.mark.skipif(not TARGETS["mlx"].is_available()[0],
+                                reason=f"mlx: {TARGETS['mlx'].is_available()[1]}")
+CASE = {c.name: c for c in CASES}
+
+
+def _bundle(tmp_path, name: str, precision: str = "fp32"):
+    case = CASE[name]
+    model = case.make().eval()
+    spec = exporters.describe(model, case.inputs(), name=name, **case.options)
+    (outcome,) = export_bundle(spec, ["mlx"], tmp_path / name, precision)
+    return case, model, spec, outcome, tmp_path / name
+
+
+@pytest.mark.parametrize("name", ["cond", "running_mean_int_state", "erfinv"])
+def test_foreign_module_verifies_and_runs_through_the_mlx_backend(tmp_path, name):
+    case, model, spec, outcome, bundle = _bundle(tmp_path, name)
+    assert outcome.verdict == "passed", outcome.message
+    art = read_manifest(bundle).artifacts["mlx-fp32"]
+    assert art.parity.method.startswith("executed: MLX")
+    assert set(art.parity.worst["tensors"]) == {t.name for t in spec.outputs} | {f"new_{t.name}" for t in spec.state}
+    session = load(bundle, backend="mlx")
+    assert session.backend.target == "mlx"
+    inputs, n = case.inputs(), len(spec.inputs)
+    with torch.no_grad():
+        want = model(*[t.clone() for t in inputs])
+    want = [w.numpy() for w in (want if isinstance(want, tuple) else (want,))]
+    outs, state = session.call(*[t.numpy() for t in inputs[:n]], state=[t.numpy() for t in inputs[n:]] or None)
+    got = outs + state
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-4, rtol=1e-4)
+
+
+def test_fp16_keeps_fp32_at_the_inputs_and_outputs(tmp_path):
+    *_, outcome, bundle = _bundle(tmp_path, "cond", "fp16")
+    assert outcome.verdict == "passed", outcome.message
+    (y,), _ = load(bundle, backend="mlx").call(CASE["cond"].inputs()[0].numpy())
+    assert y.dtype == np.float32
+
+
+def test_a_multi_entry_point_model_decodes_by_steps(tmp_path):
+    from test_methods import _export
+
+    result = _export(tmp_path, targets=("mlx",))
+    assert result.ok, str(result)
+    art = read_manifest(result.bundle).artifacts["mlx-fp32"]
+    assert set(art.methods) == {"enter", "step"} and art.decode.verdict == "passed"
+    assert load(result.bundle, backend="mlx").decoding == "step"
+
+
+class Sorts(torch.nn.Module):
+    def forward(self, x):
+        return x.sort(-1).values * 2
+
+
+def test_an_op_without_a_lowering_is_named_with_its_source_line(tmp_path):
+    from exporters.capture import Captured
+
+    cap = Captured(exporters.describe(Sorts(), (torch.randn(2, 5),), name="sorts"))
+    with pytest.raises(ConversionError, match=r"no lowering for aten\.sort\.\w+ \(at test_mlx\.py:\d+ `return x\.sort"):
+        TARGETS["mlx"].export(cap, tmp_path, TARGETS["mlx"].Settings())
