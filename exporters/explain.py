@@ -27,6 +27,7 @@ from exporters.errors import ExportError
 from exporters.explain_values import coreml_values, onnx_values, reference_values
 
 OPAQUE = {"cpu": "AOTInductor", "cuda": "AOTInductor", "tensorrt": "TensorRT"}
+UNREAD = {"mlx": "an MLX program", "openvino": "an OpenVINO IR"}  # could be read; not done yet
 FIRST = 5  # divergences reported
 
 
@@ -194,6 +195,10 @@ def explain_captured(cap: Captured, artifact, precision: str = "fp32", inputs: t
         return report
     if kind == "exported":
         report.note = "the ExportedProgram is the reference itself: exact by construction"
+        return report
+    if kind in UNREAD:
+        report.note = (f"explain does not read {UNREAD[kind]}'s intermediate values yet: explain the onnx "
+                       "artifact of the same capture (OpenVINO converts from it) to see where values part")
         return report
     if kind not in ("onnx", "coreml"):
         raise ExplainError(f"unknown target {kind!r}: explain onnx, coreml, exported, cpu, cuda or tensorrt")

@@ -157,7 +157,7 @@ class DecodeStep(nn.Module):
         """chunk_state without its check, as a graph: the chunk state of a full step state (T steps since its
         chunk started; anything else gives a state that means nothing)."""
         S = dict(zip(STEP_STATE_NAMES, state))
-        done = torch.ones_like(S["pos"], dtype=torch.bool)
+        done = S["pos"] >= 0.0  # (B, 1) all set, computed: coremltools fails on `&` with a constant bool tensor
         return self._commit(self._close(S, S["npatch"], done, done))
 
     def needs_patch(self, token: torch.Tensor, *state: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ def test_every_artifact_carries_the_decode_step_verified_against_the_chunk_forwa
     out, _ = neat_bundle
     manifest = read_manifest(out)
     assert manifest.signature["decode"] == {"enter": "step_enter", "step": "step", "light_step": "byte_step",
-                                            "gate": "needs_patch"}
+                                            "gate": "needs_patch", "commit": "step_commit"}
     for art in manifest.artifacts.values():
         assert {m: p.verdict for m, p in art.methods.items()} == dict.fromkeys(manifest.signature["methods"],
                                                                               EXPECTED[art.target]), art.key
@@ -45,6 +45,7 @@ def test_every_artifact_carries_the_decode_step_verified_against_the_chunk_forwa
         assert art.decode.verdict == "passed" and art.decode.worst["argmax"] == 1.0, art.key
         assert case["steps"]["full"] > 0 and case["steps"]["light"] > case["steps"]["full"]  # both forms ran
         assert case["steps"]["full"] + case["steps"]["light"] == 4 * 128  # 4 chunks, one byte per call
+        assert case["steps"]["commits"] == 3  # a full chunk committed before the next byte: 3 of the 4
 
 
 def test_verify_reruns_every_check(neat_bundle):
