@@ -73,7 +73,8 @@ def name_problem(name: str) -> str:
 class Decoder:
     """The decode protocol over `call(method, arrays)`; `n_outputs[method]` is how many of a method's returned
     arrays are outputs (the rest is its new state); period: the chunk forward's token length (needed with a
-    `commit` role). Each call to `step` advances one token."""
+    `commit` role). Each call to `step` advances one token. A decoder follows one stream of states (it counts
+    the steps since its last `enter`): use one per stream."""
 
     def __init__(self, call: Call, decode: dict, n_outputs: dict[str, int], light: bool = True,
                  period: int | None = None, gate_inputs: Sequence[int] | None = None):
