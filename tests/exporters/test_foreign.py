@@ -13,10 +13,18 @@ from runtimes.bundle import read_manifest
 pytestmark = pytest.mark.slow  # 23 modules through four targets: minutes
 
 SUITE_TARGETS = ("exported", "onnx", "cpu", "coreml")
+# AOTInductor compiles every core ATen op, and each package costs about 7 s of gcc here (all 23 modules: three
+# minutes of the suite's ten). So `cpu` builds the modules whose interface is what differs (integer, bool and
+# half dtypes, state, lifted buffers, control flow, dict outputs, outputs aliasing inputs); the modules there
+# for op coverage (attention, convolutions, gather, erfinv, a GPT) go through the other targets, and the
+# shipped model's bundle builds `cpu` for a whole LM with decode methods.
+OPS_ONLY = {"gpt", "sdpa", "padded_attention", "encoder_layer", "conv_net", "conv1d", "upsample_groupnorm",
+            "gather", "index_select", "erfinv"}
 
 
-def buildable() -> list[str]:
-    return [t for t in SUITE_TARGETS if TARGETS[t].is_available()[0]]
+def buildable(case=None) -> list[str]:
+    skip = {"cpu"} if case is not None and case.name in OPS_ONLY else set()
+    return [t for t in SUITE_TARGETS if TARGETS[t].is_available()[0] and t not in skip]
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +36,7 @@ def exported_case(tmp_path_factory):
         if case.name not in done:
             spec = exporters.describe(case.make(), case.inputs(), name=case.name, **case.options)
             out = tmp_path_factory.mktemp(case.name) / "bundle"
-            outcomes = export_bundle(spec, buildable(), out, "fp32")
+            outcomes = export_bundle(spec, buildable(case), out, "fp32")
             done[case.name] = spec, {o.target: o for o in outcomes}, out
         return done[case.name]
 
@@ -42,7 +50,7 @@ def test_the_suite_is_large_enough():
 @pytest.mark.parametrize("case", [c for c in CASES if not c.describe_error], ids=lambda c: c.name)
 def test_foreign_module(case, exported_case):
     spec, outcomes, bundle = exported_case(case)
-    assert set(outcomes) == set(buildable())
+    assert set(outcomes) == set(buildable(case))
     for target, outcome in outcomes.items():
         want = case.expect.get(target, "passed")
         if want == "passed":
