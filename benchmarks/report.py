@@ -99,6 +99,36 @@ def _markdown_table(columns, rows) -> str:
                       *("| " + " | ".join(row) + " |" for row in rows)]) + "\n"
 
 
+LOAD_COLUMNS = ("load", "load avg", "policy: generation idle → loaded", "chunk p99 idle → loaded",
+                "{n} threads: generation idle → loaded", "chunk p99 idle → loaded")
+
+
+def _idle_loaded(row: dict, key: str, fmt: str, ratio: str, bar: float | None, above: bool) -> str:
+    idle, loaded = row["idle"][key], row["loaded"][key]
+    r = loaded / idle
+    mark = "" if bar is None else (" met" if (r >= bar if above else r <= bar) else " missed")
+    return f"{fmt.format(idle)} → {fmt.format(loaded)} ({ratio.format(r)}{mark})"
+
+
+def load_table(records: list[dict]) -> str:
+    """`neat bench --load` records (one per profile) as one table: the picked artifact at the thread policy and
+    at one thread per usable core, generation and chunk p99 idle and loaded, with the bars (issue 33)."""
+    from benchmarks.loaded import MAX_P99_RATIO, MIN_GEN_RATIO
+
+    n = records[0]["usable_cores"]
+    rows = []
+    for rec in records:
+        mine = {r["threads"]: r for r in rec["rows"] if r["artifact"] == rec["chosen"]}
+        policy, full = mine[None], mine.get(n)
+        cells = [f"`{rec['profile']}`", f"{rec['load_average']['during']:.1f}",
+                 _idle_loaded(policy, "bytes_per_s", "{:,.0f} B/s", "{:.2f}x", MIN_GEN_RATIO, True),
+                 _idle_loaded(policy, "chunk_p99_ms", "{:.1f} ms", "{:.1f}x", MAX_P99_RATIO, False)]
+        cells += [_idle_loaded(full, "bytes_per_s", "{:,.0f} B/s", "{:.2f}x", None, True),
+                  _idle_loaded(full, "chunk_p99_ms", "{:.1f} ms", "{:.1f}x", None, False)] if full else ["-", "-"]
+        rows.append(cells)
+    return _markdown_table([c.format(n=n) for c in LOAD_COLUMNS], rows)
+
+
 def readme_table(record: dict, kind: str = "table") -> str:
     """A table of `neat bench` as the README shows it, in Markdown with the terminal's columns and cells:
     kind "table" (COLUMNS) or "generation table" (GENERATION_COLUMNS)."""
@@ -107,16 +137,20 @@ def readme_table(record: dict, kind: str = "table") -> str:
     return _markdown_table(COLUMNS, [cells(r) for r in record["artifacts"]])
 
 
-README_TABLE = re.compile(r"(<!-- neat bench (table|generation table) from (\S+), by benchmarks\.report\.update_readme "
-                          r"-->\n)(.*?)(<!-- end of the table -->)", re.S)
+README_TABLE = re.compile(r"(<!-- neat bench (table|generation table|load table) from (\S+), by "
+                          r"benchmarks\.report\.update_readme -->\n)(.*?)(<!-- end of the table -->)", re.S)
 
 
 def update_readme(readme: Path, root: Path | None = None) -> str:
     """The README's text with every marked table rendered again from the record its marker names (a path
     relative to `root`, default the README's directory); writes nothing."""
     root = root or readme.parent
-    return README_TABLE.sub(lambda m: m[1] + readme_table(json.loads((root / m[3]).read_text()), m[2]) + m[5],
-                            readme.read_text())
+
+    def render(m) -> str:
+        records = [json.loads((root / path).read_text()) for path in m[3].split(",")]  # load tables: several
+        return m[1] + (load_table(records) if m[2] == "load table" else readme_table(records[0], m[2])) + m[5]
+
+    return README_TABLE.sub(render, readme.read_text())
 
 
 def terminal(record: dict, bundle: Path) -> list:
