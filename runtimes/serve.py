@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from runtimes.errors import InputError, RuntimeLayerError
-from runtimes.serve_batch import DEFAULT_BATCH_WAIT_MS, batch_limit, rows, run_batch
+from runtimes.serve_batch import DEFAULT_BATCH_WAIT_MS, batch_limit, pays, rows, run_batch
 
 DEFAULT_PORT = 8000
 MAX_NEW_BYTES = 1 << 16     # the most bytes one request may generate
@@ -55,7 +55,7 @@ class ServeSettings:
     port: int = DEFAULT_PORT
     backend: str | None = None   # force an artifact (runtimes.load's backend)
     trust_unsigned: bool = False  # allow code-bearing artifacts from an unsigned bundle (runtimes.trust)
-    max_batch: int | None = None  # rows of one batched /chunk forward (None: the artifact's batch max; 1: off)
+    max_batch: int | None = None  # rows of one batched /chunk forward (None: the artifact's max where it pays; 1: off)
     batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS  # how long a /chunk request waits for others to batch with
 
 
@@ -170,6 +170,8 @@ class NeatReplica:
         self.session = runtimes.load(bundle, backend=backend, threads=threads,
                                      trust="unsigned" if trust_unsigned else None)
         self.max_batch = batch_limit(self.session.manifest.signature, max_batch)
+        if max_batch is None and self.max_batch > 1 and not pays(self.session, self.max_batch):
+            self.max_batch = 1  # a batch of n costs about n forwards on this machine: no batching, no wait
         self.batcher = None
         if self.max_batch > 1:  # concurrent /chunk requests, up to max_batch rows, as one forward
             from ray import serve

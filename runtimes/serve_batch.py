@@ -7,7 +7,11 @@ results equal Session.run one request at a time bit for bit (tests/runtimes/test
 kernels change with the batch size may differ in the last float bit.
 
 Batching is on only where it can be: the artifact takes batch > 1 (the manifest's dynamic batch max) and every
-input and state tensor has the batch axis first (a state without it would be shared between conversations).
+input and state tensor has the batch axis first (a state without it would be shared between conversations);
+and, unless a max batch is given, where it pays: `pays` times the replica's forward at batch 1 and at the max
+when it starts. On CPU a forward's cost grows almost with its rows (the shipped model's onnx-fp32 on one
+thread: a batch of 4 costs 0.8-0.9 of 4 forwards of one), and serving it batched was slower end to end
+(benchmarks/results/serve_chunk.json); a GPU, typically, runs a small batch in about the time of one row.
 A batch that fails (one request's bad tokens, say) is run again one request at a time, so each request gets
 its own answer or its own error, the same as without batching. Importing this module needs no Ray.
 """
@@ -16,6 +20,13 @@ from __future__ import annotations
 import numpy as np
 
 DEFAULT_BATCH_WAIT_MS = 5.0  # how long the first request of a batch waits for others (Ray Serve's batch_wait_timeout_s)
+PAYS = 0.6  # batch by default where a forward of n rows costs under this times n forwards of one row
+
+
+def pays(session, n: int, runs: int = 5) -> bool:
+    """Whether one forward of n rows is cheaper than PAYS * n forwards of one (timed here, the fastest of a few
+    forwards each: the least disturbed by other work on the machine)."""
+    return min(session.latencies(n, runs, warmup=1)) < PAYS * n * min(session.latencies(1, runs, warmup=1))
 
 
 def batch_limit(signature: dict, requested: int | None) -> int:

@@ -16,7 +16,7 @@ import pytest
 
 from runtimes.errors import InputError
 from runtimes.serve import BadRequest, chunk_args, generation_args, parse_json
-from runtimes.serve_batch import batch_limit, run_batch
+from runtimes.serve_batch import batch_limit, pays, run_batch
 
 N_STREAMS = 16
 
@@ -40,7 +40,8 @@ def served(rnn_bundle):
     init_ray(num_cpus=2)
     lines = []
     try:
-        url = start(rnn_bundle, ServeSettings(replicas=2, threads=1, max_concurrent=16, port=port), echo=lines.append)
+        settings = ServeSettings(replicas=2, threads=1, max_concurrent=16, port=port, max_batch=4)  # batching forced on
+        url = start(rnn_bundle, settings, echo=lines.append)
         assert url == f"http://127.0.0.1:{port}" and lines[0].startswith("starting Ray Serve: 2 replica(s)")
         yield port, runtimes.load(rnn_bundle, backend="onnx")
     finally:
@@ -173,6 +174,7 @@ def test_batching_without_ray(rnn_bundle):
                 continue
             logits, new_state = session.run(tokens, state)
             assert np.array_equal(result[0], logits) and np.array_equal(result[1][0], new_state[0]) and result[2] == n
+    assert pays(session, 4)  # the tiny model: a forward of 4 rows costs about one of 1 (the call's overhead)
     sig = session.manifest.signature
     assert batch_limit(sig, None) == 4 and batch_limit(sig, 2) == 2 and batch_limit(sig, 99) == 4
     assert batch_limit({**sig, "dynamic": {}}, None) == 1  # a batch-1 artifact: off
