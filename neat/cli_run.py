@@ -240,12 +240,13 @@ def bench_command(bundle, runs, json_out, md_out, plot_out, baseline, max_regres
               help="Requests one replica works on at once (Ray Serve max_ongoing_requests); more wait in Ray's queue.")
 @click.option("--max-batch", type=click.IntRange(1, 100000), default=None,
               help="Rows of one batched /chunk forward: concurrent /chunk requests arriving within --batch-wait-ms "
-                   "are stacked into one Session.run (the same answers, up to float rounding). Default: the artifact's batch max "
-                   "(its manifest's dynamic batch) where that pays: each replica times its forward at batch 1 and at "
-                   "the max when it starts, and batches if the max costs under 60% of max forwards of one (a GPU, "
-                   "typically; not a CPU, where a forward's cost grows with its rows). N forces batches of up to N "
-                   "rows; 1 turns batching off; off anyway where the artifact is batch-1 only. Give --max-concurrent "
-                   "at least N, or batches never fill.")
+                   "are stacked into one Session.run (the same answers, up to float rounding). Default: the "
+                   "artifact's batch max (its manifest's dynamic batch) where that pays: each replica times its "
+                   "forward at batch 1 and at the max when it starts, and batches if the max costs under 60% of "
+                   "that many forwards of one (a GPU, typically; not a CPU, where a forward's cost grows with its "
+                   "rows). N forces batches of up to N rows (at most the artifact's max); 1 turns batching off; off "
+                   "anyway where the artifact is batch-1 only. Give --max-concurrent at least N, or batches never "
+                   "fill.")
 @click.option("--batch-wait-ms", type=click.FloatRange(0, 10000), default=5.0, show_default=True,
               help="How long the first /chunk request of a batch waits for others: latency a lone request pays "
                    "for throughput under load.")

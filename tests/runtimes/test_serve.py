@@ -49,7 +49,7 @@ def served(rnn_bundle):
 
 
 def _post(port: int, path: str, body, stream: bool = False, headers: dict | None = None):
-    """(status, body bytes, number of reads that brought it); `headers` gets the response's headers, names in lower case."""
+    """(status, body bytes, number of reads that brought it); `headers` gets the response's headers (lower case)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.request("POST", path, body if isinstance(body, bytes) else json.dumps(body),
                  {"Content-Type": "application/json"})
@@ -164,7 +164,8 @@ def test_batching_without_ray(rnn_bundle):
     good = _chunk_items(3)  # 1, 2 and 1 rows: one forward of 4 (the bundle's batch max)
     bad = (np.full((1, 8), 300, np.int32), good[0][1])  # out of the tokens' range
     odd = (good[0][0][:, :4], good[0][1])                # another shape: not stacked with the others
-    for items, rows in ((good, [4, 4, 4]), ([good[0], bad, good[2]], [1, None, 1]), ([good[0], odd, good[2]], [2, None, 2])):
+    cases = ((good, [4, 4, 4]), ([good[0], bad, good[2]], [1, None, 1]), ([good[0], odd, good[2]], [2, None, 2]))
+    for items, rows in cases:
         results = run_batch(session, items)  # a failed forward is run again one by one: errors stay with their request
         for (tokens, state), result, n in zip(items, results, rows):
             if n is None:
