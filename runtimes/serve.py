@@ -9,7 +9,9 @@ Endpoints (POST, JSON body):
 - /chunk     {"tokens": array, "state": [array, ...] | null, "format": "json" | "npy"} -> {"logits": array,
              "state": [array, ...]}: one chunk through the chunk forward, the state in and out (null: the
              initial state). An array is a nested JSON list, or {"npy": base64 of a .npy file}; "format" picks
-             how the answer's arrays are written (a float32 state survives JSON lists exactly).
+             how the answer's arrays are written (a float32 state survives JSON lists exactly). Concurrent
+             /chunk requests are run as one batched forward where the artifact takes batch > 1
+             (runtimes.serve_batch; the X-Neat-Batch header: the rows of the forward that answered).
 
 Conversation state lives with the client (the /chunk state, or the prompt for /generate and /stream), never in
 a replica: any replica can serve any request, so requests need no pinning to one replica, a replica that
@@ -32,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from runtimes.errors import InputError, RuntimeLayerError
+from runtimes.serve_batch import DEFAULT_BATCH_WAIT_MS, batch_limit, pays, rows, run_batch
 
 DEFAULT_PORT = 8000
 MAX_NEW_BYTES = 1 << 16     # the most bytes one request may generate
@@ -52,6 +55,8 @@ class ServeSettings:
     port: int = DEFAULT_PORT
     backend: str | None = None   # force an artifact (runtimes.load's backend)
     trust_unsigned: bool = False  # allow code-bearing artifacts from an unsigned bundle (runtimes.trust)
+    max_batch: int | None = None  # rows of one batched /chunk forward (None: the artifact's max where it pays; 1: off)
+    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS  # how long a /chunk request waits for others to batch with
 
 
 class BadRequest(InputError):
@@ -158,11 +163,21 @@ class NeatReplica:
     """One Ray Serve replica: a Session on the artifact runtimes.load picks for its machine, behind HTTP."""
 
     def __init__(self, bundle: str, threads: int | None = None, backend: str | None = None,
-                 trust_unsigned: bool = False):
+                 trust_unsigned: bool = False, max_batch: int | None = None,
+                 batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS):
         import runtimes
 
         self.session = runtimes.load(bundle, backend=backend, threads=threads,
                                      trust="unsigned" if trust_unsigned else None)
+        self.max_batch = batch_limit(self.session.manifest.signature, max_batch)
+        if max_batch is None and self.max_batch > 1 and not pays(self.session, self.max_batch):
+            self.max_batch = 1  # a batch of n costs about n forwards on this machine: no batching, no wait
+        self.batcher = None
+        if self.max_batch > 1:  # concurrent /chunk requests, up to max_batch rows, as one forward
+            from ray import serve
+
+            self.batcher = serve.batch(max_batch_size=self.max_batch, batch_wait_timeout_s=batch_wait_ms / 1e3,
+                                       batch_size_fn=rows)(self._forward_batch)
         try:  # which replica answered, in a response header (for logs, and to find a replica to stop)
             from ray import serve
 
@@ -183,7 +198,8 @@ class NeatReplica:
         try:
             data = parse_json(await request.body())
             if path == "/chunk":
-                return JSONResponse(await asyncio.to_thread(self._chunk, data), headers=self.headers)
+                answer, n = await self._chunk(data)
+                return JSONResponse(answer, headers={**self.headers, "X-Neat-Batch": str(n)})
             args = generation_args(data)
             it = self.session.stream(**args)
             # the first byte (or the end) before answering: bad arguments are a 400, not a broken stream
@@ -215,14 +231,29 @@ class NeatReplica:
 
         return StreamingResponse(body(), media_type="application/octet-stream", headers=self.headers)
 
-    def _chunk(self, data: dict) -> dict:
-        tokens, state, fmt = chunk_args(data, self.session.manifest.signature)
+    async def _chunk(self, data: dict) -> tuple[dict, int]:
+        """(the /chunk answer, the rows of the forward that computed it)."""
+        tokens, state, fmt = await asyncio.to_thread(chunk_args, data, self.session.manifest.signature)
+        if tokens.ndim < 1:
+            raise BadRequest("tokens must have shape (batch, T)")
         if state is None:
-            if tokens.ndim < 1:
-                raise BadRequest("tokens must have shape (batch, T)")
             state = self.session.new_state(int(tokens.shape[0]))
-        logits, state = self.session.run(tokens, state)
-        return {"logits": encode_array(logits, fmt), "state": [encode_array(s, fmt) for s in state]}
+        if self.batcher is not None and tokens.shape[0] <= self.max_batch:
+            result = await self.batcher((tokens, state))
+        else:  # batching off, or more rows than one forward takes (Session.run tells the bounds)
+            result = await asyncio.to_thread(run_batch, self.session, [(tokens, state)])
+            result = result[0]
+        if isinstance(result, Exception):
+            raise result
+        logits, state, n = result
+
+        def encode():
+            return {"logits": encode_array(logits, fmt), "state": [encode_array(s, fmt) for s in state]}
+        return await asyncio.to_thread(encode), n
+
+    async def _forward_batch(self, items: list) -> list:
+        """@serve.batch's handler (bound in __init__): concurrent (tokens, state) items -> their results."""
+        return await asyncio.to_thread(run_batch, self.session, items)
 
 
 def application(bundle: str | Path, settings: ServeSettings = ServeSettings()):
@@ -233,7 +264,8 @@ def application(bundle: str | Path, settings: ServeSettings = ServeSettings()):
     deployment = serve.deployment(
         NeatReplica, name="neat", num_replicas=settings.replicas, max_ongoing_requests=settings.max_concurrent,
         ray_actor_options={"num_cpus": threads})
-    return deployment.bind(str(Path(bundle).resolve()), settings.threads, settings.backend, settings.trust_unsigned)
+    return deployment.bind(str(Path(bundle).resolve()), settings.threads, settings.backend, settings.trust_unsigned,
+                           settings.max_batch, settings.batch_wait_ms)
 
 
 def init_ray(address: str | None = None, **options) -> None:
