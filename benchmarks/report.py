@@ -39,8 +39,9 @@ def compile_line(record: dict) -> str:
         return "torch.compile first call: not measured (--no-cold-start or --no-torch-compile)"
     if tc["first_call_s"] is None:
         return f"torch.compile first call: failed ({tc['error']})"
+    warm = tc.get("warm_cache_first_call_s")
     return (f"torch.compile first call in a fresh process: {tc['first_call_s']:.1f} s with an empty compile cache, "
-            f"{tc['warm_cache_first_call_s']:.1f} s with a warm one")
+            + (f"{warm:.1f} s with a warm one" if warm is not None else "with a warm one not measured"))
 
 
 GENERATION_COLUMNS = ("artifact", "TTFB ms", "step p50 ms", "step p99 ms", "step bytes/s", "recompute bytes/s",

@@ -57,9 +57,12 @@ def _translate(cap: Captured, path: Path, opset: int) -> bytes:
     check_names(ins, outs)
     try:
         # it prints its progress steps even when not verbose
+        # optimize=False: onnxscript's optimizer was 40% of the translation (30 s of the shipped NEAT's 79) for the
+        # same ONNX Runtime speed, since the graph ONNX Runtime runs is the one it optimizes itself
+        # (optimize_offline); TensorRT and OpenVINO optimize what they parse too (benchmarks/NOTES.md)
         with contextlib.redirect_stdout(io.StringIO()), torch_noise_ignored():
             program = torch.onnx.export(float_clamp_bounds(cap.program), (), dynamo=True, input_names=list(ins),
-                                        output_names=list(outs), opset_version=opset, optimize=True, verbose=False)
+                                        output_names=list(outs), opset_version=opset, optimize=False, verbose=False)
         program.save(str(path), external_data=False)
     except Exception as exc:  # the exporter raises many kinds; all mean the graph did not translate
         raise ConversionError(f"the ONNX exporter could not translate {cap.spec.name}: {_why(cap, exc, opset)}") from exc
@@ -242,6 +245,7 @@ def optimize_offline(out: Path) -> str:
     from runtimes.backends.onnx import FILE, OPTIMIZED
 
     options = ort.SessionOptions()
+    options.log_severity_level = 3  # its notes on nodes it leaves unfolded are not the user's to act on
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(out / OPTIMIZED)
     try:

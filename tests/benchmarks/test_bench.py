@@ -107,15 +107,20 @@ def test_roofline_fraction_is_the_bound_over_the_latency():
     assert half["limit_fraction"] == pytest.approx(0.5) and half["gflops_s"] == pytest.approx(50)
 
 
-def test_torch_compile_first_call_is_measured_cold_then_warm(neat_fp16_bundle, tmp_path):
+def test_torch_compile_first_call_is_measured_in_a_fresh_process(neat_fp16_bundle, tmp_path):
     """What the artifacts replace: the reference model under torch.compile, first called in a fresh process
-    with an empty compile cache, then again with that cache warm (any bundle carrying the reference)."""
+    with an empty compile cache (any bundle carrying the reference). Cold only here: the warm restart (the same
+    call again on that cache) is one more minute of compiling on these 2 cores, and `neat bench` measures it."""
     from benchmarks import coldstart
     from benchmarks.report import compile_line
 
-    tc = coldstart.torch_compile(neat_fp16_bundle, tmp_path / "cache")
-    assert tc["error"] is None and tc["first_call_s"] > tc["warm_cache_first_call_s"] > 0 and tc["peak_rss_mib"] > 10
-    assert compile_line({"torch_compile": tc}).startswith("torch.compile first call in a fresh process")
+    tc = coldstart.torch_compile(neat_fp16_bundle, tmp_path / "cache", warm=False)
+    assert tc["error"] is None and tc["first_call_s"] > 1 and tc["peak_rss_mib"] > 10
+    assert tc["warm_cache_first_call_s"] is None and any((tmp_path / "cache").iterdir())  # the cache it would reuse
+    line = compile_line({"torch_compile": tc})
+    assert line.startswith("torch.compile first call in a fresh process") and "warm one not measured" in line
+    warm = compile_line({"torch_compile": {**tc, "warm_cache_first_call_s": 2.0}})
+    assert warm.endswith("s with an empty compile cache, 2.0 s with a warm one")
 
 
 def test_a_worker_that_cannot_load_names_the_artifact(neat_bundle):
