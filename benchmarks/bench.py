@@ -91,7 +91,8 @@ def runs_on_cpu(manifest, profile, key: str) -> bool:
     from runtimes.backends.onnx import providers
 
     target = EAGER if key == EAGER else manifest.artifacts[key].target
-    return target in (EAGER, "exported", "cpu") or (target == "onnx" and providers(profile)[0] == "CPUExecutionProvider")
+    return (target in (EAGER, "exported", "cpu") or (target == "onnx" and providers(profile)[0] == "CPUExecutionProvider")
+            or (target == "mlx" and profile.os != "Darwin"))  # mlx[cpu] off a Mac; Apple silicon's GPU on one
 
 
 def _generation(runs: dict, reference_ids: list[int], work: dict | None, machine: dict, fp32_on_cpu: bool) -> dict:

@@ -5,10 +5,12 @@ each op through one entry of `exporters.mlx_ops.OPS`, weights and constants as M
 program. `mx.exporter` traces it once per batch size in the spec's range into one file (MLX's shapeless
 export bakes sizes computed from the batch into the graph, so it is not used); the runtime picks the trace
 matching the inputs' shapes. fp16: float weights and compute in fp16, fp32 at the inputs and outputs; nodes in
-the spec's fp32 scopes stay fp32. Verified by running the file with `mx.import_function` (CPU on Linux).
+the spec's fp32 scopes stay fp32, weights included, and accumulating ops (mlx_ops.ACCUMULATE) add in fp32. int8:
+each Linear weight through mx.quantize (8 bits, groups of 64 or 32), run by mx.quantized_matmul; compute fp32. Verified by running the file with `mx.import_function` (CPU on Linux).
 """
 from __future__ import annotations
 
+from collections import ChainMap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,8 @@ from exporters.target import Built, Execution, execute, versions
 from exporters.target import Settings as TargetSettings
 
 NAME = "mlx"
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
+QUANT_GROUPS = (64, 32)  # mx.quantize's group size: the first that divides a Linear's input width
 MAX_TRACES = 64  # batch sizes traced into one file; a wider dynamic batch is refused (export a narrower one)
 NOT_IN_ALL = "left out of `all` (minutes of build and verification on NEAT): `neat export mlx` builds it"
 
@@ -49,12 +52,44 @@ class _Lowering:
 
         self.mx, self.torch, self.program = mx, torch, program
         self.dtypes = {**DTYPES, **({torch.float32: mx.float16} if precision == "fp16" else {})}
-        self.scopes = fp32_scopes if precision == "fp16" else ()
+        self.half = precision == "fp16"
+        self.scopes = fp32_scopes if self.half else ()
         sig, tensors = program.graph_signature, {**program.state_dict, **program.constants}
-        self.fixed = {s.arg.name: self.array(tensors[s.target]) for s in sig.input_specs
-                      if s.kind.name in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR")}
+        fixed = {s.arg.name: tensors[s.target] for s in sig.input_specs
+                 if s.kind.name in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR")}
+        self.fixed = {name: self.array(t) for name, t in fixed.items()}
+        # an fp32 scope reads its weights in fp32 too (as onnx/coreml keep a kept node's initializers)
+        self.fixed32 = {name: self.array(t, compute=False) for name, t in fixed.items()} if self.scopes else {}
+        self.quant = self.quantized(program, fixed) if precision == "int8" else {}
         self.user = [s.arg.name for s in sig.input_specs if s.kind.name == "USER_INPUT"]
         self.outputs = [i for i, s in enumerate(sig.output_specs) if s.kind.name == "USER_OUTPUT"]
+
+    def quantized(self, program, fixed: dict) -> dict:
+        """{mm/addmm node: (w, scales, biases, group)}: each Linear weight (a 2-D parameter read transposed whose
+        input width a group size divides) through mx.quantize to 8 bits; the others stay fp32."""
+        out = {}
+        for node in program.graph.nodes:
+            op = getattr(node.target, "__name__", "")
+            if op not in ("mm.default", "addmm.default"):
+                continue
+            rhs = node.args[-1]
+            w = rhs.args[0] if getattr(rhs.target, "__name__", "") == "permute.default" else None
+            if w is None or w.name not in fixed or fixed[w.name].ndim != 2 or list(rhs.args[1]) != [1, 0]:
+                continue
+            group = next((g for g in QUANT_GROUPS if fixed[w.name].shape[1] % g == 0), None)
+            if group and fixed[w.name].is_floating_point():
+                out[node.name] = (*self.mx.quantize(self.array(fixed[w.name]), group_size=group, bits=8), group)
+        return out
+
+    def qmatmul(self, node, args):
+        """x @ W.T (+ bias) with W quantized: mx.quantized_matmul."""
+        w, scales, biases, group = self.quant[node.name]
+        x = args[1] if len(args) > 2 else args[0]
+        y = self.mx.quantized_matmul(x, w, scales, biases, transpose=True, group_size=group, bits=8)
+        if len(args) > 2:  # addmm(c, x, w.T, beta, alpha)
+            c, beta, alpha = args[0], args[3], args[4]
+            y = y * alpha + c * beta
+        return y
 
     def array(self, t, compute: bool = True):
         """A torch tensor as an MLX array, in the compute dtype (compute=False: in its own dtype)."""
@@ -105,7 +140,7 @@ class _Lowering:
         return a
 
     def call(self, node, env):
-        from exporters.mlx_ops import OPS, PYTHON, op_name
+        from exporters.mlx_ops import ACCUMULATE, OPS, PYTHON, op_name
 
         mx, name = self.mx, op_name(node.target)
         try:
@@ -116,12 +151,12 @@ class _Lowering:
             if name not in OPS:
                 raise ConversionError(f"MLX has no lowering for aten.{name}{_at(node)}: rewrite that part of the "
                                       "module with other ops, or export another target (onnx, cpu)")
-            args = self.bind(node, env)
             scoped = self.scopes and any(s in (node.meta.get("stack_trace") or "") for s in self.scopes)
-            if scoped:
+            args = self.bind(node, ChainMap(self.fixed32, env) if scoped else env)
+            if scoped or (self.half and name in ACCUMULATE):
                 args = [a.astype(mx.float32) if isinstance(a, mx.array) and a.dtype == mx.float16 else a
                         for a in args]
-            out = OPS[name](*args)
+            out = self.qmatmul(node, args) if node.name in self.quant else OPS[name](*args)
         except ConversionError:
             raise
         except Exception as exc:  # Unsupported, or MLX refusing this use of the op

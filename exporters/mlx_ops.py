@@ -244,6 +244,12 @@ OPS = {
     "_assert_tensor_metadata.default": _nothing, "_assert_scalar.default": _nothing,
     "sym_constrain_range_for_size.default": _nothing,
 }
+# ops that accumulate (reductions, normalizations, softmax, scans): in an fp16 program their fp16 inputs are
+# taken to fp32 and the result cast back, as the other fp16 targets' kernels accumulate in fp32 (MLX's CPU
+# cumsum adds in fp16: 4096 x 0.1 sums to 256)
+ACCUMULATE = {"sum.dim_IntList", "sum.default", "mean.dim", "mean.default", "cumsum.default",
+              "linalg_vector_norm.default", "_softmax.default", "_log_softmax.default", "native_layer_norm.default",
+              "native_group_norm.default", "_native_batch_norm_legit_no_training.default"}
 PYTHON = {operator.getitem: operator.getitem, operator.mul: operator.mul, operator.add: operator.add,
           operator.sub: operator.sub, operator.floordiv: operator.floordiv, operator.truediv: operator.truediv,
           operator.neg: operator.neg, math.ceil: math.ceil, math.floor: math.floor}

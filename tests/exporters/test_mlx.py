@@ -73,3 +73,34 @@ def test_an_op_without_a_lowering_is_named_with_its_source_line(tmp_path):
     cap = Captured(exporters.describe(Sorts(), (torch.randn(2, 5),), name="sorts"))
     with pytest.raises(ConversionError, match=r"no lowering for aten\.sort\.\w+ \(at test_mlx\.py:\d+ `return x\.sort"):
         TARGETS["mlx"].export(cap, tmp_path, TARGETS["mlx"].Settings())
+
+
+class TwoLinear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.up, self.down, self.odd = torch.nn.Linear(64, 96), torch.nn.Linear(96, 32), torch.nn.Linear(32, 8)
+
+    def forward(self, x):
+        return self.odd(self.down(torch.relu(self.up(x))))
+
+
+def test_int8_quantizes_linear_weights_through_mx_quantize(tmp_path):
+    import mlx.core as mx
+
+    from exporters.capture import Captured
+    from exporters.mlx import _Lowering
+
+    torch.manual_seed(0)
+    model, x = TwoLinear().eval(), torch.randn(3, 64)
+    spec = exporters.describe(model, (x,), name="two_linear")
+    lowering = _Lowering(Captured(spec).decomposed("core"), "int8", ())
+    assert len(lowering.quant) == 3 and {q[3] for q in lowering.quant.values()} == {64, 32}
+    (y,) = lowering(mx.array(x.numpy()))
+    with torch.no_grad():
+        want = model(x).numpy()
+    err = np.abs(np.array(y) - want).max()
+    assert y.dtype == mx.float32 and 1e-6 < err < 0.05 * np.abs(want).max()  # quantized: near, not equal
+    (outcome,) = export_bundle(spec, ["mlx"], tmp_path / "b", "int8")
+    assert outcome.verdict == "passed", outcome.message
+    (got,), _ = load(tmp_path / "b", backend="mlx").call(x.numpy())
+    np.testing.assert_allclose(got, np.array(y), atol=1e-5)
