@@ -17,6 +17,7 @@ Not in `neat export all`'s default set: executorch is an optional extra and lowe
 """
 from __future__ import annotations
 
+import copy
 import json
 import re
 import warnings
@@ -97,8 +98,13 @@ def lower(programs: dict, name: str = "the model") -> bytes:
     try:
         with torch_noise_ignored(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # executorch's own dataclass/enum notices
-            edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
-            return edge.to_executorch().buffer
+            before = {m: _shapes(ep) for m, ep in programs.items()}
+            # lowering specialises shapes in the programs' own shape environment: copies, the capture is shared
+            edge = to_edge_transform_and_lower({m: copy.deepcopy(ep) for m, ep in programs.items()},
+                                               partitioner=[XnnpackPartitioner()])
+            fixed = {m: _fixed(before[m], _shapes(edge.exported_program(m))) for m in programs}
+            if not any(fixed.values()):
+                return edge.to_executorch().buffer
     except Exception as exc:  # exir raises SpecViolationError, RuntimeError and others: not lowerable
         text = str(exc)
         op = re.search(r"(?:aten|prims|torch\.ops\.\w+)[.:]+\w+(?:\.\w+)?", text)
@@ -106,6 +112,22 @@ def lower(programs: dict, name: str = "the model") -> bytes:
         raise ConversionError(
             f"ExecuTorch could not lower {name}{f' (op {op.group(0)})' if op else ''}: {type(exc).__name__}: "
             f"{first}. Export another target (cpu, onnx)") from exc
+    where = "; ".join(f"{m}: {', '.join(f)}" for m, f in fixed.items() if f)
+    raise ConversionError(f"ExecuTorch's edge lowering of {name} fixed dimensions the capture keeps dynamic ({where}): "
+                          "export a fixed batch (batch=(N, N)), or another target (cpu, onnx)")
+
+
+def _shapes(ep) -> list[list[str]]:
+    """Each user input's dimensions as text ('s27' symbolic, '2' constant: a SymInt of a constant prints as one)."""
+    users = set(ep.graph_signature.user_inputs)
+    return [[str(d) for d in n.meta["val"].shape] for n in ep.graph.nodes
+            if n.op == "placeholder" and n.name in users and hasattr(n.meta.get("val"), "shape")]
+
+
+def _fixed(before: list, after: list) -> list[str]:
+    """'input 0 dim 0 = 2' for each user-input dimension symbolic before lowering and a constant after."""
+    return [f"input {i} dim {d} = {b}" for i, (s0, s1) in enumerate(zip(before, after))
+            for d, (a, b) in enumerate(zip(s0, s1)) if not a.isdigit() and b.isdigit()]
 
 
 def runner(artifact_dir: Path, requirements: dict) -> Execution:
