@@ -5,8 +5,8 @@ several methods natively, and their weights once).
 Layout: `<artifact>/model.pte` with methods "forward" and each spec method by its name, and a small
 `program.json` in the artifact directory and in each `<artifact>/<method>/` naming the program file and the
 method (`{"program": "../model.pte", "method": "step"}`): the bundle keeps its one-directory-per-method
-layout, the weights are stored once. The whole program is lowered when the chunk forward is built (the
-methods are captured then, from the same spec); each method's build only writes its pointer.
+layout, the weights are stored once. The whole program is lowered when the chunk forward is built (from the
+build's captures of the methods, `Captured.methods`); each method's build only writes its pointer.
 
 fp32 only: what XNNPACK does not take runs on ExecuTorch's portable kernels, in f32. (int8 through the PT2E
 quantizer is not built: not verified here.) Verified by running the .pte through ExecuTorch's runtime
@@ -63,9 +63,10 @@ def export(cap: Captured, out: Path, settings: Settings) -> Built:
         raise ExportError("a method named 'forward' would clash with the chunk forward in the ExecuTorch "
                           "program: rename the method")
     programs = {"forward": cap.program}
-    if cap.spec.methods:  # captured here (cheap next to lowering) so that one program holds them all
-        programs.update(cap.shared("executorch methods",
-                                   lambda: {n: Captured(m).program for n, m in cap.spec.methods.items()}))
+    if cap.spec.methods:  # the build's captures of them (captured here when it made none): one program holds all
+        caps = cap.methods or cap.shared("executorch methods",
+                                         lambda: {n: Captured(m) for n, m in cap.spec.methods.items()})
+        programs.update({n: c.program for n, c in caps.items()})
     (out / PROGRAM).write_bytes(lower(programs, cap.spec.name))
     from runtimes.profile import _installed_version
 
