@@ -57,16 +57,27 @@ def _translate(cap: Captured, path: Path, opset: int) -> bytes:
     check_names(ins, outs)
     try:
         # it prints its progress steps even when not verbose
-        # optimize=False: onnxscript's optimizer was 40% of the translation (30 s of the shipped NEAT's 79) for the
-        # same ONNX Runtime speed, since the graph ONNX Runtime runs is the one it optimizes itself
-        # (optimize_offline); TensorRT and OpenVINO optimize what they parse too (benchmarks/NOTES.md)
+        # optimize=False: onnxscript's optimizer was 40% of the translation (30 s of the shipped NEAT's 79), its
+        # pattern rewrites nearly all of it, for the same ONNX Runtime speed: the graph ONNX Runtime runs is the
+        # one it optimizes itself (optimize_offline). Constants are still folded (fold_constants: 0.1 s), which
+        # TensorRT's parser needs (a ReduceMean's axes must be constant). benchmarks/NOTES.md
         with contextlib.redirect_stdout(io.StringIO()), torch_noise_ignored():
             program = torch.onnx.export(float_clamp_bounds(cap.program), (), dynamo=True, input_names=list(ins),
                                         output_names=list(outs), opset_version=opset, optimize=False, verbose=False)
+        fold_constants(program.model)
         program.save(str(path), external_data=False)
     except Exception as exc:  # the exporter raises many kinds; all mean the graph did not translate
         raise ConversionError(f"the ONNX exporter could not translate {cap.spec.name}: {_why(cap, exc, opset)}") from exc
     return path.read_bytes()
+
+
+def fold_constants(model) -> None:
+    """Fold what is constant in the exporter's graph (an onnx_ir Model, in place) and drop what that leaves
+    unused: shapes and axes computed from constants become initializers, as parsers like TensorRT's need."""
+    import onnxscript.optimizer
+
+    onnxscript.optimizer.fold_constants(model)
+    onnxscript.optimizer.remove_unused_nodes(model)
 
 
 def check_names(ins, outs) -> None:
