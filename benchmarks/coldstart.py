@@ -69,5 +69,5 @@ def torch_compile(bundle: Path, cache_dir: Path, warm: bool = True) -> dict:
     """torch.compile's first call in a fresh process: with `cache_dir` empty, then (warm) again with it warm."""
     env = {"TORCHINDUCTOR_CACHE_DIR": str(cache_dir)}
     cold, peak, error = _measure(TORCH_COMPILE, [str(bundle)], env)
-    warm = _measure(TORCH_COMPILE, [str(bundle)], env)[0] if cold is not None and warm else None
-    return {"first_call_s": cold, "warm_cache_first_call_s": warm, "peak_rss_mib": peak, "error": error or None}
+    warm_s = _measure(TORCH_COMPILE, [str(bundle)], env)[0] if cold is not None and warm else None
+    return {"first_call_s": cold, "warm_cache_first_call_s": warm_s, "peak_rss_mib": peak, "error": error or None}

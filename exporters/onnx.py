@@ -56,11 +56,11 @@ def _translate(cap: Captured, path: Path, opset: int) -> bytes:
     ins, outs = cap.spec.names
     check_names(ins, outs)
     try:
-        # it prints its progress steps even when not verbose
         # optimize=False: onnxscript's optimizer was 40% of the translation (30 s of the shipped NEAT's 79), its
         # pattern rewrites nearly all of it, for the same ONNX Runtime speed: the graph ONNX Runtime runs is the
         # one it optimizes itself (optimize_offline). Constants are still folded (fold_constants: 0.1 s), which
-        # TensorRT's parser needs (a ReduceMean's axes must be constant). benchmarks/NOTES.md
+        # TensorRT's parser needs (a ReduceMean's axes must be constant). benchmarks/NOTES.md.
+        # It prints its progress steps even when not verbose.
         with contextlib.redirect_stdout(io.StringIO()), torch_noise_ignored():
             program = torch.onnx.export(float_clamp_bounds(cap.program), (), dynamo=True, input_names=list(ins),
                                         output_names=list(outs), opset_version=opset, optimize=False, verbose=False)

@@ -18,6 +18,7 @@ every graph node must be a torch operator with an identifier for a name. Anythin
 from __future__ import annotations
 
 import ast
+import functools
 import io
 import json
 import keyword
@@ -141,12 +142,13 @@ def _check_graph(gm, path: Path) -> None:
                 raise _refuse(path, f"graph node {node.name} calls {str(t)[:60]!r}, not a torch operator")
 
 
+@functools.lru_cache(maxsize=1)
 def _schema_reader():
     """JSON -> torch's export schema dataclasses, as torch's own `_dict_to_dataclass` reads it, with what each
     annotation means worked out once per class (torch resolves the type hints again at every node: about half of
-    the load time of a large program, 4 of 8 s for the shipped NEAT's chunk forward)."""
+    the load time of a large program, 4 of 8 s for the shipped NEAT's chunk forward). Made once per process: a
+    bundle's chunk forward and its methods share the plans."""
     import dataclasses
-    import functools
     import types
     import typing
 
