@@ -77,7 +77,8 @@ class Decoder:
     the steps since its last `enter`): use one per stream."""
 
     def __init__(self, call: Call, decode: dict, n_outputs: dict[str, int], light: bool = True,
-                 period: int | None = None, gate_inputs: Sequence[int] | None = None):
+                 period: int | None = None, gate_inputs: Sequence[int] | None = None,
+                 host: Callable[[object], np.ndarray] | None = None):
         if "commit" in decode and not (isinstance(period, int) and period > 0):
             raise InputError("a decode protocol with a commit role needs the chunk length (period=T): the steps "
                              "a step state holds before it is committed")
@@ -86,6 +87,10 @@ class Decoder:
         self.full_steps = self.light_steps = self.commits = 0
         self.gate_inputs = None if gate_inputs is None else list(gate_inputs)
         self._since = 0  # steps since the last enter
+        # host: `call` returns the backend's own arrays (a state stays in them between steps; only scores
+        # and gate flags are turned into numpy, by `host`); None: `call` returns numpy arrays
+        self.host = host or np.asarray
+        self._state = (lambda outs: list(outs)) if host else (lambda outs: [np.asarray(s) for s in outs])
 
     def enter(self, chunk_state: Sequence[np.ndarray]) -> list[np.ndarray]:
         """The step state right after a prefill of whole chunks (or the initial chunk state)."""
@@ -93,15 +98,16 @@ class Decoder:
         return list(self.call(self.roles["enter"], list(chunk_state)))
 
     def step(self, token: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """token (B, 1) -> (scores (B, V) for the next token, new step state)."""
+        """token (B, 1) -> (scores (B, V) for the next token, new step state: numpy arrays, or the backend's
+        own with `host`)."""
         if "commit" in self.roles and self._since == self.period:  # a full chunk: commit it, start the next
             state = self.enter(self.call(self.roles["commit"], list(state)))
             self.commits += 1
         self._since += 1
         role = "step"
         args = [token, *state]
-        if self.light and not np.asarray(self.call(self.roles["gate"], args if self.gate_inputs is None else
-                                                   [args[i] for i in self.gate_inputs])[0]).any():
+        if self.light and not self.host(self.call(self.roles["gate"], args if self.gate_inputs is None else
+                                                  [args[i] for i in self.gate_inputs])[0]).any():
             role = "light_step"
         if role == "step":
             self.full_steps += 1
@@ -109,7 +115,7 @@ class Decoder:
             self.light_steps += 1
         name = self.roles[role]
         outs = self.call(name, args)
-        return np.asarray(outs[0])[:, -1], [np.asarray(s) for s in outs[self.n_outputs[name]:]]
+        return self.host(outs[0])[:, -1], self._state(outs[self.n_outputs[name]:])
 
     def scores(self, tokens: np.ndarray, chunk_state: Sequence[np.ndarray]) -> np.ndarray:
         """tokens (B, N) stepped one at a time from `chunk_state` -> the scores after each, (B, N, V)."""

@@ -115,7 +115,7 @@ def prefill(session, buf: Sequence[int]):
 def stepped(session, buf: Sequence[int], n: int, pick: Callable[[np.ndarray], int]) -> Iterator[int]:
     """Token ids generated one decode step per byte after a chunk prefill."""
     state, last, buf = prefill(session, buf)
-    decoder = session.decoder()
+    decoder = session.decoder(native=True)  # the step state stays in the backend's arrays between steps
     state = decoder.enter(state)
     for b in buf:
         scores, state = decoder.step(np.asarray([[b]], np.int32), state)

@@ -167,15 +167,16 @@ class Session:
 
         return decoding(self.manifest.signature, self.methods)
 
-    def decoder(self, light: bool = True):
-        """A runtimes.decode.Decoder over this session's decode methods (light=False: never the light step)."""
+    def decoder(self, light: bool = True, native: bool = False):
+        """A runtimes.decode.Decoder over this session's decode methods (light=False: never the light step).
+        native=True: where the backend allows it, the step state stays in the backend's own arrays (torch
+        tensors) between steps, not converted to numpy and back at every call (generation does this)."""
         from runtimes.decode import Decoder, gate_inputs
 
-        sig = self.manifest.signature
+        sig, runs = self.manifest.signature, {}
         if self.decoding == "step":  # every decode method loaded now, not mid-stream (a commit once per chunk)
             with self._lock:
-                for name in set(sig["decode"].values()):
-                    self._method(name)
+                runs = {name: self._method(name) for name in set(sig["decode"].values())}
         n_out = {m: len(s["outputs"]) for m, s in sig.get("methods", {}).items()}
         shape = sig["inputs"][0]["shape"] if sig.get("inputs") else []
         period = shape[1] if len(shape) > 1 and isinstance(shape[1], int) else None  # the chunk's tokens
@@ -185,6 +186,14 @@ class Session:
             return [t["name"] for t in methods.get(roles.get(role), {}).get(part, [])]
 
         gate = gate_inputs(names("step", "inputs") + names("step", "state"), names("gate", "inputs"))
+        if native and runs and all(hasattr(r, "native") for r in runs.values()):
+            natives, lock = {m: r.native for m, r in runs.items()}, self._lock
+
+            def call(m, arrays):
+                with lock:
+                    return natives[m](*arrays)
+
+            return Decoder(call, roles, n_out, light, period, gate, host=next(iter(runs.values())).host)
         return Decoder(lambda m, arrays: self.call_method(m, *arrays), roles, n_out, light, period, gate)
 
     # ----- generation (runtimes.generate) -------------------------------------------------------------

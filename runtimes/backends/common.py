@@ -44,7 +44,28 @@ def torch_runner(fn: Callable, device: str = "cpu", copy: bool = False, threads:
             outs = leaves(outs)
         return [o.numpy() if on_cpu and not o.requires_grad else o.detach().cpu().numpy() for o in outs]
 
+    def native(*arrays) -> list:
+        """`run` for a decode loop: torch tensors (or numpy arrays) in, torch tensors out, so a step state
+        stays in torch (on `device`) from one call to the next; `host` turns an output into numpy."""
+        if threads and torch.get_num_threads() != threads:
+            torch_threads(threads)
+        with no_grad():
+            tensors = [a if type(a) is torch.Tensor else torch.from_numpy(contiguous(a)) for a in arrays]
+            if copy:
+                tensors = [t.clone() for t in tensors]
+            outs = fn(*(tensors if on_cpu else [t.to(device) for t in tensors]))
+        return list(outs) if isinstance(outs, (list, tuple)) and all(type(o) is torch.Tensor for o in outs) \
+            else leaves(outs)
+
+    run.native, run.host = native, host
     return run
+
+
+def host(a) -> np.ndarray:
+    """A torch tensor (any device) or array as a numpy array."""
+    if isinstance(a, np.ndarray):
+        return a
+    return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
 
 
 def contiguous(a: np.ndarray) -> np.ndarray:

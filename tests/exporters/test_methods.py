@@ -123,6 +123,9 @@ def test_stepping_generates_what_recomputing_generates(lm_bundle, backend):
     assert len(stepped) == 30 and stepped == session.generate(prompt, 30, decode="recompute")
     sampled = session.generate(prompt, 30, temperature=0.8, top_k=5, seed=3)
     assert sampled == session.generate(prompt, 30, temperature=0.8, top_k=5, seed=3, decode="recompute")
+    # generation keeps a torch backend's step state in torch between steps (no numpy round trip per call)
+    state = session.decoder(native=True).enter(session.new_state(1))
+    assert all(isinstance(s, np.ndarray) != (backend == "exported") for s in state)
 
 
 def test_a_step_that_drifts_late_in_a_stream_is_caught_and_not_written(tmp_path):
