@@ -5,10 +5,15 @@ An artifact holds one program, `model.pte`, with the chunk forward ("forward") a
 directory (the artifact's and each `<method>/`) has a `program.json` naming the program file and the method
 (exporters.executorch). A program file is loaded once per process and shared by the methods that name it.
 
-Threads: XNNPACK's threadpool is one per process (`_unsafe_reset_threadpool`): a thread count given at load
-resets it when it differs (the last load's count wins for every ExecuTorch method in the process).
-Inputs are checked against the method's metadata (count, dtype, rank, the memory-planned upper bounds);
-outputs are copied out, because the method's planned buffers are overwritten by its next call.
+Threads: XNNPACK's threadpool is one per process, and resetting it (`_unsafe_reset_threadpool`) frees the pool
+that every method loaded before holds: executing a method after that segfaulted the process (a verification
+load, then a session load with another count: a killed pytest-xdist worker). So the count given at load is
+applied only while no method has been loaded in this process; later loads keep the pool (the first count wins;
+`run.threads` says which).
+Inputs are checked against the method's metadata (count, dtype, rank, the memory-planned upper bounds) before
+execute, and non-contiguous or read-only arrays are copied; a shape the runtime still refuses (a static
+dimension, inputs of different batch) is an InputError too, never a crash. Outputs are copied out, because the
+method's planned buffers are overwritten by its next call.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ DTYPES = {0: np.uint8, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.int64, 5: np.
           7: np.float64, 11: np.bool_}
 _programs: dict[tuple, object] = {}
 _lock = threading.Lock()
+_methods_loaded = False  # once a method exists, the threadpool must not be reset (see the module docstring)
 
 
 def problem(requirements: dict, profile) -> str:
@@ -43,6 +49,10 @@ def problem(requirements: dict, profile) -> str:
         return f"built with executorch {built}, this machine has {have}: upgrade executorch, or rebuild with " \
                "`neat export executorch`"
     return ""
+
+
+def _names() -> list[str]:
+    return [np.dtype(d).name for d in DTYPES.values()]
 
 
 def _release(version: str) -> tuple[int, ...]:
@@ -84,9 +94,7 @@ def load(path: Path, requirements: dict, profile, threads: int | None = None):
     if name not in program.method_names:
         raise BackendUnavailable(f"{path / index['program']} has no method {name!r} (it has "
                                  f"{', '.join(sorted(program.method_names))}): re-export it")
-    if threads and portable_lib._threadpool_get_thread_count() != threads:
-        portable_lib._unsafe_reset_threadpool(int(threads))
-    method = program.load_method(name)
+    method = _load_method(program, name, threads, portable_lib)
     meta = method.metadata
     inputs = [meta.input_tensor_meta(i) for i in range(meta.num_inputs())]
     specs = [(DTYPES.get(t.dtype()), tuple(t.sizes())) for t in inputs]
@@ -98,17 +106,36 @@ def load(path: Path, requirements: dict, profile, threads: int | None = None):
         tensors = []
         for i, (a, (dtype, bound)) in enumerate(zip(arrays, specs)):
             a = np.asarray(a)
-            if dtype is not None and a.dtype != dtype:
-                raise InputError(f"input {i} of {name!r} is {a.dtype}, the method takes {np.dtype(dtype)}")
+            if dtype is None:
+                raise InputError(f"input {i} of {name!r} has a dtype this backend cannot pass (ExecuTorch code "
+                                 f"{inputs[i].dtype()}): re-export the model with {', '.join(_names())} inputs")
+            if a.dtype != dtype:
+                raise InputError(f"input {i} of {name!r} is {a.dtype}, the method takes {np.dtype(dtype)}: "
+                                 f"pass .astype(np.{np.dtype(dtype)})")
             if a.ndim != len(bound) or any(n > b for n, b in zip(a.shape, bound)):
                 raise InputError(f"input {i} of {name!r} has shape {list(a.shape)}, the method takes at most "
-                                 f"{list(bound)}")
+                                 f"{list(bound)}: split the batch, or re-export with a larger batch bound")
             if not (a.flags.c_contiguous and a.flags.writeable):
                 a = np.array(a, order="C")
             tensors.append(torch.from_numpy(a))
         with lock:
-            outs = method.execute(tensors)
+            try:
+                outs = method.execute(tensors)
+            except RuntimeError as exc:  # the runtime refused the inputs (checked, and nothing was run)
+                raise InputError(f"{path.name}: method {name!r} refused inputs of shapes "
+                                 f"{[list(t.shape) for t in tensors]} (planned for {[list(b) for _, b in specs]}; "
+                                 f"static dimensions must match, dynamic ones up to the bound; token ids in the "
+                                 f"vocabulary): {exc}") from exc
             return [o.numpy().copy() if isinstance(o, torch.Tensor) else np.asarray(o) for o in outs]
 
-    run.method, run.specs = name, specs
+    run.method, run.specs, run.threads = name, specs, portable_lib._threadpool_get_thread_count()
     return run
+
+
+def _load_method(program, name: str, threads: int | None, portable_lib):
+    global _methods_loaded
+    with _lock:
+        if threads and not _methods_loaded and portable_lib._threadpool_get_thread_count() != threads:
+            portable_lib._unsafe_reset_threadpool(int(threads))
+        _methods_loaded = True
+        return program.load_method(name)

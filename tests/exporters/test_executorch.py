@@ -35,28 +35,58 @@ def test_toy_runs_through_runtimes_load_with_its_state(toy_bundle):
         np.testing.assert_allclose(out, ref, atol=1e-5)
 
 
-def test_the_backend_checks_inputs_against_the_method_and_sets_its_threads(toy_bundle, tmp_path):
+def test_the_backend_checks_inputs_against_the_method_as_input_errors_not_crashes(toy_bundle, tmp_path):
+    from runtimes.bundle import read_manifest
+
+    bundle = toy_bundle[0]
+    art = read_manifest(bundle).artifacts["executorch-fp32"]
+    run = _backend_load(bundle / "executorch-fp32", art.requirements, threads=1)
+    h = np.zeros((1, 16), np.float32)
+    assert len(run(np.zeros((1, 8), np.int32), h)) == 2
+    assert len(run(np.zeros((8, 1), np.int32).T, np.zeros((16, 1), np.float32).T)) == 2  # non-contiguous: copied
+    with pytest.raises(InputError, match="expects 2 inputs"):
+        run(np.zeros((1, 8), np.int32))
+    with pytest.raises(InputError, match="is int64, the method takes int32: pass .astype"):
+        run(np.zeros((1, 8), np.int64), h)
+    with pytest.raises(InputError, match="is float64, the method takes float32"):
+        run(np.zeros((1, 8), np.int32), h.astype(np.float64))
+    with pytest.raises(InputError, match="takes at most \\[3, 8\\]"):  # past the batch bound the program was planned for
+        run(np.zeros((4, 8), np.int32), np.zeros((4, 16), np.float32))
+    with pytest.raises(InputError, match="input 1 .* has shape \\[\\]"):  # a 0-d state
+        run(np.zeros((1, 8), np.int32), np.float32(0))
+    with pytest.raises(InputError, match="refused inputs of shapes \\[\\[1, 5\\], \\[1, 16\\]\\]"):  # a static dim
+        run(np.zeros((1, 5), np.int32), h)
+    with pytest.raises(InputError, match="refused inputs"):  # the two inputs' batches differ
+        run(np.zeros((2, 8), np.int32), h)
+    assert len(run(np.zeros((2, 8), np.int32), np.zeros((2, 16), np.float32))) == 2  # and it still runs
+    copy = tmp_path / "art"
+    shutil.copytree(bundle / "executorch-fp32", copy)
+    (copy / "program.json").write_text(json.dumps({"program": "/etc/passwd", "method": "forward"}))
+    with pytest.raises(BackendUnavailable, match="names program '/etc/passwd'"):
+        _backend_load(copy, art.requirements)
+
+
+def test_a_later_load_with_another_thread_count_keeps_the_pool_and_runs(toy_bundle):
+    """Resetting XNNPACK's pool frees the one earlier methods hold: a verification load, then a session load with
+    another count, segfaulted the process (a killed xdist worker). Later loads keep the first pool."""
+    import gc
+
     from executorch.extension.pybindings import portable_lib
 
     from runtimes.bundle import read_manifest
 
     bundle = toy_bundle[0]
     art = read_manifest(bundle).artifacts["executorch-fp32"]
-    run = _backend_load(bundle / "executorch-fp32", art.requirements, threads=1)
-    assert portable_lib._threadpool_get_thread_count() == 1
-    h = np.zeros((1, 16), np.float32)
-    assert len(run(np.zeros((1, 8), np.int32), h)) == 2
-    with pytest.raises(InputError, match="expects 2 inputs"):
-        run(np.zeros((1, 8), np.int32))
-    with pytest.raises(InputError, match="is int64, the method takes int32"):
-        run(np.zeros((1, 8), np.int64), h)
-    with pytest.raises(InputError, match="takes at most \\[3, 8\\]"):  # past the batch bound the program was planned for
-        run(np.zeros((4, 8), np.int32), np.zeros((4, 16), np.float32))
-    copy = tmp_path / "art"
-    shutil.copytree(bundle / "executorch-fp32", copy)
-    (copy / "program.json").write_text(json.dumps({"program": "/etc/passwd", "method": "forward"}))
-    with pytest.raises(BackendUnavailable, match="names program '/etc/passwd'"):
-        _backend_load(copy, art.requirements)
+    first = _backend_load(bundle / "executorch-fp32", art.requirements, threads=None)
+    args = np.zeros((2, 8), np.int32), np.zeros((2, 16), np.float32)
+    want = first(*args)
+    pool = portable_lib._threadpool_get_thread_count()
+    del first
+    gc.collect()
+    runs = [_backend_load(bundle / "executorch-fp32", art.requirements, threads=n) for n in (pool + 1, 1, pool + 2)]
+    assert portable_lib._threadpool_get_thread_count() == pool and {r.threads for r in runs} == {pool}
+    for r in runs * 2:
+        np.testing.assert_allclose(r(*args)[0], want[0])
 
 
 def test_a_foreign_module_with_integer_state_passes_and_runs(tmp_path):
