@@ -121,7 +121,7 @@ def load(path: Path, requirements: dict, profile, threads: int | None = None):
         with lock:
             try:
                 outs = method.execute(tensors)
-            except RuntimeError as exc:  # the runtime refused the inputs (checked, and nothing was run)
+            except RuntimeError as exc:  # the runtime refused the inputs, or a kernel failed on them (token ids)
                 raise InputError(f"{path.name}: method {name!r} refused inputs of shapes "
                                  f"{[list(t.shape) for t in tensors]} (planned for {[list(b) for _, b in specs]}; "
                                  f"static dimensions must match, dynamic ones up to the bound; token ids in the "
