@@ -133,6 +133,7 @@ def export_bundle(spec: ExportSpec, targets: list[str], out: str | Path, precisi
     with step(f"capture {spec.name} with torch.export{also}"):
         cap = Captured(spec)
         method_caps = capture_methods(spec)
+        cap.methods = method_caps  # a target holding every method in one program (executorch) lowers them at once
     model = {"name": spec.name, "config": spec.config, "weights_sha256": spec.weights_sha256, **spec.info}
     outcomes: list[Outcome] = []
     with write_bundle(out, model, spec.signature()) as writer:

@@ -78,6 +78,7 @@ class Captured:
         self.program = capture(spec)
         self._decomposed: dict[str, torch.export.ExportedProgram] = {}
         self._shared: dict = {}
+        self.methods: dict[str, Captured] = {}  # the spec's methods' captures, when the build made them
 
     def shared(self, key, make):
         """What several targets derive alike from this capture (the fp32 ONNX graph: `onnx` and `tensorrt`),

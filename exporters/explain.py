@@ -27,7 +27,8 @@ from exporters.errors import ExportError
 from exporters.explain_values import coreml_values, onnx_values, reference_values
 
 OPAQUE = {"cpu": "AOTInductor", "cuda": "AOTInductor", "tensorrt": "TensorRT"}
-UNREAD = {"mlx": "an MLX program", "openvino": "an OpenVINO IR"}  # could be read; not done yet
+UNREAD = {"mlx": "an MLX program", "openvino": "an OpenVINO IR",
+          "executorch": "an ExecuTorch program"}  # could be read; not done yet
 FIRST = 5  # divergences reported
 
 

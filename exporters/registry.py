@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from exporters import coreml, cpu, cuda, exported, mlx, onnx, openvino, tensorrt
+from exporters import coreml, cpu, cuda, executorch, exported, mlx, onnx, openvino, tensorrt
 
-TARGETS: dict[str, ModuleType] = {m.NAME: m for m in (exported, onnx, tensorrt, coreml, mlx, cpu, cuda, openvino)}
+TARGETS: dict[str, ModuleType] = {m.NAME: m for m in (exported, onnx, tensorrt, coreml, mlx, cpu, cuda, openvino,
+                                                              executorch)}
 
 
 def available_targets() -> dict[str, tuple[bool, str]]:

@@ -133,8 +133,8 @@ def export_command(ctx, targets, checkpoint, out, precision, batch, **options) -
     """Export a checkpoint to one or more TARGETS and verify every artifact against the reference.
     `neat export triton BUNDLE --out REPO` instead writes a Triton model repository from a bundle.
 
-    TARGETS: exported, onnx, tensorrt, coreml, mlx, cpu, cuda, openvino, or all (every target this machine
-    can build, except mlx and openvino: their verification takes long; name them). Each artifact is compared with the eager model, every output and every state tensor, on
+    TARGETS: exported, onnx, tensorrt, coreml, mlx, cpu, cuda, openvino, executorch, or all (every target this machine
+    can build, except mlx, openvino and executorch: their builds or verification take long; name them). Each artifact is compared with the eager model, every output and every state tensor, on
     example and random inputs at the batch bounds, held-out text and a 64-chunk (8 KB) stream with the
     state carried; one that fails is not written and the command exits non-zero."""
     if targets[0] == "triton":

@@ -153,6 +153,9 @@ def _libraries() -> dict:
     openvino = _installed_version("openvino")  # from the metadata: importing openvino costs ~0.5 s
     if openvino:
         libs["openvino"] = openvino
+    executorch = _installed_version("executorch")  # from the metadata: importing it loads its kernels
+    if executorch:
+        libs["executorch"] = executorch.split("+")[0]
     for name in ("tensorrt", "tensorrt_rtx"):
         try:
             libs[name] = importlib.import_module(name).__version__

@@ -14,7 +14,7 @@ from runtimes.profile import HardwareProfile
 PREFERENCE = {  # first that works wins
     "nvidia": ("tensorrt", "cuda", "onnx", "cpu", "exported", "eager"),
     "apple": ("coreml", "mlx", "cpu", "onnx", "exported", "eager"),
-    "cpu": ("cpu", "onnx", "openvino", "mlx", "exported", "eager"),
+    "cpu": ("cpu", "onnx", "openvino", "executorch", "mlx", "exported", "eager"),
 }
 PRECISION_ORDER = {"cpu": ("fp32", "fp16", "int8"), "nvidia": ("fp16", "fp32", "int8"), "apple": ("fp16", "fp32", "int8")}
 EAGER = "eager"

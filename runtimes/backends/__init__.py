@@ -27,6 +27,7 @@ BACKENDS = {
     "exported": "runtimes.backends.exported",
     "onnx": "runtimes.backends.onnx",
     "openvino": "runtimes.backends.openvino",
+    "executorch": "runtimes.backends.executorch",
     "cpu": "runtimes.backends.cpu",
     "cuda": "runtimes.backends.cuda",
     "tensorrt": "runtimes.backends.tensorrt",

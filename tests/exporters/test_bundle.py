@@ -175,11 +175,13 @@ def test_an_option_for_another_target_is_refused(toy, tmp_path):
 
 
 def test_packages_import_without_optional_libraries():
-    blocked = ["onnx", "onnxruntime", "onnxscript", "coremltools", "tensorrt", "tensorrt_rtx", "openvino", "matplotlib"]
+    blocked = ["onnx", "onnxruntime", "onnxscript", "coremltools", "tensorrt", "tensorrt_rtx", "openvino", "executorch",
+               "matplotlib"]
     code = ("import sys; sys.modules.update({m: None for m in %r}); "
             "import neat, exporters, runtimes, exporters.registry, runtimes.bundle; "
             "from exporters.registry import available_targets; a = available_targets(); "
-            "assert not a['onnx'][0] and not a['coreml'][0] and not a['tensorrt'][0] and not a['openvino'][0], a; "
+            "assert not a['onnx'][0] and not a['coreml'][0] and not a['tensorrt'][0] and not a['openvino'][0] "
+            "and not a['executorch'][0], a; "
             "print('ok')") % blocked
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr

@@ -16,6 +16,7 @@ EXPECTED_HERE = {
     "mlx": "passed",     # executed by MLX on the CPU (mlx[cpu])
     "tensorrt": "built, not executed",
     "openvino": "passed",  # not in `all`: the toy bundle names it (tests/exporters/conftest.py)
+    "executorch": "passed",  # likewise
 }
 GPU_ONLY = {"cuda"}
 

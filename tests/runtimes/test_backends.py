@@ -25,6 +25,8 @@ CASES = {
     "onnx": ({}, bare(libraries={"onnxruntime": "1.32"}), bare(libraries=TORCH), "onnxruntime"),
     "openvino": ({"openvino": "2026.4.1"}, bare(libraries={"openvino": "2026.5.0"}),
                  bare(libraries={"openvino": "2025.3.0"}), "built with openvino 2026.4.1"),
+    "executorch": ({"executorch": "1.5.1"}, bare(libraries={"executorch": "1.5.1"}),
+                   bare(libraries={"executorch": "1.4.0"}), "built with executorch 1.5.1"),
     "cpu": ({"torch": "2.13.0", "arch": "x86_64", "cpu_isa": ["avx2"]}, bare(libraries=TORCH),
             bare(libraries=TORCH, isa=()), "avx2"),
     "cuda": ({"torch": "2.13.0", "compute_capability": "8.6"}, bare(libraries=TORCH, cuda=GPU),
