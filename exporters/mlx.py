@@ -5,7 +5,10 @@ each op through one entry of `exporters.mlx_ops.OPS`, weights and constants as M
 program. `mx.exporter` traces it once per batch size in the spec's range into one file (MLX's shapeless
 export bakes sizes computed from the batch into the graph, so it is not used); the runtime picks the trace
 matching the inputs' shapes. fp16: float weights and compute in fp16, fp32 at the inputs and outputs; nodes in
-the spec's fp32 scopes stay fp32, weights included, and accumulating ops (mlx_ops.ACCUMULATE) add in fp32. int8:
+the spec's fp32 scopes stay fp32, weights included, and accumulating ops (mlx_ops.ACCUMULATE) add in fp32, and
+a softmax's logits stay fp32 (_softmax_logits). Weights are evaluated before tracing, so the file stores each
+once per dtype it is read in (fp16, fp32 for scoped nodes) and shares them across the batch traces; an
+unevaluated astype would store the fp32 array and a cast. int8:
 each Linear weight through mx.quantize (8 bits, groups of 64 or 32), run by mx.quantized_matmul; compute fp32. Verified by running the file with `mx.import_function` (CPU on Linux).
 """
 from __future__ import annotations
@@ -23,6 +26,7 @@ NAME = "mlx"
 PRECISIONS = ("fp32", "fp16", "int8")
 QUANT_GROUPS = (64, 32)  # mx.quantize's group size: the first that divides a Linear's input width
 MAX_TRACES = 64  # batch sizes traced into one file; a wider dynamic batch is refused (export a narrower one)
+SOFTMAX = ("_softmax.default", "_log_softmax.default")
 NOT_IN_ALL = "left out of `all` (minutes of build and verification on NEAT): `neat export mlx` builds it"
 
 
@@ -62,6 +66,7 @@ class _Lowering:
         self.fixed32 = {name: self.array(t, compute=False) for name, t in fixed.items()} if self.scopes else {}
         self.quant = self.quantized(program, fixed) if precision == "int8" else {}
         self.user = [s.arg.name for s in sig.input_specs if s.kind.name == "USER_INPUT"]
+        self.logits = _softmax_logits(program.graph) if self.half else set()
         self.outputs = [i for i, s in enumerate(sig.output_specs) if s.kind.name == "USER_OUTPUT"]
 
     def quantized(self, program, fixed: dict) -> dict:
@@ -97,7 +102,9 @@ class _Lowering:
 
         t = t.detach().cpu()
         a = self.mx.array(t.float().numpy() if t.dtype == self.torch.bfloat16 else t.numpy())
-        return a.astype((self.dtypes if compute else DTYPES)[t.dtype])
+        a = a.astype((self.dtypes if compute else DTYPES)[t.dtype])
+        self.mx.eval(a)  # a constant, not a cast of an fp32 array traced into the file
+        return a
 
     def __call__(self, *inputs):
         env = dict(self.fixed)
@@ -151,7 +158,8 @@ class _Lowering:
             if name not in OPS:
                 raise ConversionError(f"MLX has no lowering for aten.{name}{_at(node)}: rewrite that part of the "
                                       "module with other ops, or export another target (onnx, cpu)")
-            scoped = self.scopes and any(s in (node.meta.get("stack_trace") or "") for s in self.scopes)
+            scoped = node.name in self.logits or (
+                self.scopes and any(s in (node.meta.get("stack_trace") or "") for s in self.scopes))
             args = self.bind(node, ChainMap(self.fixed32, env) if scoped else env)
             if scoped or (self.half and name in ACCUMULATE):
                 args = [a.astype(mx.float32) if isinstance(a, mx.array) and a.dtype == mx.float16 else a
@@ -192,6 +200,16 @@ class _Lowering:
         pred, yes, no, operands = (self.value(a, env) for a in node.args)
         a, b = self.run(yes, {}, list(operands)), self.run(no, {}, list(operands))
         return tuple(self.mx.where(pred, x, y) for x, y in zip(a, b))
+
+
+def _softmax_logits(graph) -> set[str]:
+    """The adds and subtracts whose result a softmax reads: in an fp16 program they stay fp32. An additive
+    mask (NEG = -1e4) is where fp16's spacing is 8, so a row masked whole (an empty patch slot) rounds its
+    scores away: the softmax that fp32 keeps close to the unmasked one becomes nearly uniform."""
+    from exporters.mlx_ops import op_name
+
+    return {a.name for n in graph.nodes if n.op == "call_function" and op_name(n.target) in SOFTMAX
+            for a in n.args[:1] if op_name(getattr(a, "target", None)) in ("add.Tensor", "sub.Tensor")}
 
 
 def _at(node) -> str:

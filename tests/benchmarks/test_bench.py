@@ -208,3 +208,14 @@ def test_regression_script_fails_on_a_planted_regression(record, measured, tmp_p
     (tmp_path / "fast.json").write_text(json.dumps(planted))
     assert regression.main(["--record", str(measured / "r.json"), "--baseline", str(tmp_path / "fast.json")]) == 1
     assert regression.main(["--record", str(measured / "r.json"), "--baseline", str(measured / "r.json")]) == 0
+
+
+def test_mlx_on_the_cpu_is_not_taken_for_the_best_compiled_cpu_artifact():
+    from benchmarks.gate import targets
+
+    row = lambda name, p50: {"artifact": name, "p50_ms": p50, "speedup_vs_eager": 20.0 / p50, "roofline": {"x": 1}}
+    record = {"artifacts": [row("eager", 20.0), row("onnx-fp32", 10.0), row("mlx-fp32", 5.0)], "chosen": "onnx-fp32"}
+    best = targets(record)[0]
+    assert best["target"].startswith("best compiled CPU artifact (-)") and best["measured"] is None
+    best = targets({**record, "artifacts": record["artifacts"] + [row("cpu-fp32", 8.0)]})[0]
+    assert "(cpu-fp32)" in best["target"] and best["measured"] == 2.5

@@ -104,3 +104,42 @@ def test_int8_quantizes_linear_weights_through_mx_quantize(tmp_path):
     assert outcome.verdict == "passed", outcome.message
     (got,), _ = load(tmp_path / "b", backend="mlx").call(x.numpy())
     np.testing.assert_allclose(got, np.array(y), atol=1e-5)
+
+
+class MaskedAttention(torch.nn.Module):
+    """Attention with an additive -1e4 mask (as NEAT's patch pooling): row 0 is masked whole (an empty slot)."""
+
+    def forward(self, q, k, keep):
+        scores = (q[:, None] @ k.transpose(1, 2))[:, 0] + (keep - 1.0) * 1.0e4  # (B, K); fp16's spacing at 1e4 is 8
+        return torch.softmax(scores, dim=-1)
+
+
+def test_fp16_keeps_softmax_logits_fp32_so_a_row_masked_whole_keeps_its_scores():
+    import mlx.core as mx
+
+    from exporters.capture import Captured
+    from exporters.mlx import _Lowering
+
+    torch.manual_seed(0)
+    q, k, keep = torch.randn(3, 8), torch.randn(3, 6, 8), torch.ones(3, 6)
+    keep[0] = 0.0
+    spec = exporters.describe(MaskedAttention(), (q, k, keep), name="masked_attention")
+    lowering = _Lowering(Captured(spec).decomposed("core"), "fp16", ())
+    (y,) = lowering(*(mx.array(t.numpy()) for t in (q, k, keep)))
+    want = torch.softmax((q[:, None] @ k.transpose(1, 2))[:, 0], dim=-1).numpy()  # the masked row: the softmax of its scores, as fp32 gives
+    np.testing.assert_allclose(np.array(y), want, atol=5e-3)
+
+
+def test_fp16_stores_weights_once_in_half_precision(tmp_path):
+    import exporters.mlx as target
+    from exporters.capture import Captured
+
+    model = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256)).eval()
+    spec = exporters.describe(model, (torch.randn(2, 256),), name="mlp", batch=(1, 3))
+    cap, size = Captured(spec), {}
+    for precision in ("fp32", "fp16"):
+        (tmp_path / precision).mkdir()
+        target.export(cap, tmp_path / precision, target.Settings(precision=precision))
+        size[precision] = (tmp_path / precision / "model.mlxfn").stat().st_size
+    assert size["fp32"] > 4 * 256 * 256 * 2  # every weight once, in fp32, across the three batch traces
+    assert size["fp16"] < 0.6 * size["fp32"]  # fp16 constants, not fp32 ones cast inside the program
