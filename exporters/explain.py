@@ -242,6 +242,10 @@ def localise_at(cap: Captured, kind: str, path: Path, inputs: tuple, tol: float,
             got = coreml_values(path, feeds)
         except Exception as exc:
             raise ExplainError(f"the CoreML evaluator could not run {path}: {exc}") from exc
+    _, outs = cap.spec.names  # graph outputs are named after the spec, not after the nodes that make them
+    for node, name in zip(program.graph.output_node().args[0], outs):
+        if isinstance(node, torch.fx.Node) and node.name not in got and name in got:
+            got[node.name] = got[name]
     if only is not None:
         keep = only(program)
         got = {k: v for k, v in got.items() if k in keep}

@@ -41,7 +41,7 @@ def drift():
     return Captured(spec)
 
 
-def _gated_onnx(path, value: str, out):
+def _gated_onnx(path, value: str, out, step: float = 0.001):
     """The ONNX model with `value` scaled by 1.001 where the `chunks` input is >= AFTER, exact before."""
     import onnx
     from onnx import helper, numpy_helper
@@ -50,7 +50,7 @@ def _gated_onnx(path, value: str, out):
     graph = model.graph
     at = next(i for i, n in enumerate(graph.node) if value in n.output)
     graph.node[at].output[list(graph.node[at].output).index(value)] = value + "_raw"
-    for name, v in (("p_after", AFTER), ("p_step", 0.001), ("p_one", 1.0)):
+    for name, v in (("p_after", AFTER), ("p_step", step), ("p_one", 1.0)):
         graph.initializer.append(numpy_helper.from_array(np.array(v, np.float32), name))
     for node in reversed([helper.make_node("GreaterOrEqual", ["chunks", "p_after"], ["p_late"]),
                           helper.make_node("Cast", ["p_late"], ["p_latef"], to=onnx.TensorProto.FLOAT),
@@ -111,8 +111,18 @@ def _check(cap, artifact, planted):
 
 @pytest.mark.skipif(not TARGETS["onnx"].is_available()[0], reason=f"onnx: {TARGETS['onnx'].is_available()[1]}")
 def test_onnx_state_update_drifting_after_chunk_20_is_named_first(drift, tmp_path):
+    from exporters.explain import explain_captured
+
     TARGETS["onnx"].export(drift, tmp_path, TARGETS["onnx"].Settings())
     _check(drift, tmp_path / "model.onnx", _gated_onnx(tmp_path / "model.onnx", "tanh", tmp_path / "planted.onnx"))
+
+    # the new state itself scaled by 1 + 6e-5 after chunk 20: within tolerance on any one chunk, out of it only
+    # as it accumulates: the state that grows and the op that makes it (line + 1) are named
+    slow = explain_captured(drift, _gated_onnx(tmp_path / "model.onnx", "new_h", tmp_path / "slow.onnx", 6e-5))
+    assert slow.stream.first_bad > AFTER + 1 and not slow.stream.amplifies, str(slow)
+    assert slow.stream.accumulating == "new_h" and "error accumulates over chunks" in str(slow), str(slow)
+    line = f"test_explain_stream.py:{int(LINE.split(':')[1]) + 1}"
+    assert slow.divergences[0].op == "aten.add.Tensor" and slow.divergences[0].source.startswith(line), str(slow)
 
 
 @pytest.mark.skipif(not TARGETS["coreml"].is_available()[0],
