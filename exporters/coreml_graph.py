@@ -27,6 +27,8 @@ BOOL_BITWISE = {"bitwise_or": torch.ops.aten.logical_or.default, "bitwise_xor": 
 # nn.MultiheadAttention turns a bool attn_mask into `zeros_like(mask, dtype=float).masked_fill(mask, -inf)`,
 # which then stayed bool and was read by scaled_dot_product_attention as "attend where True": inverted
 LIKE_DTYPE = ("zeros_like", "full_like", "empty_like")
+# coremltools converts aten.reciprocal to MIL `inverse`, whose default epsilon makes it 1 / (x + 1e-4): a
+# relative error of 1e-4 / x, which failed fp32 verification (a stateful GPT's RMS-normalised memory, issue 31)
 
 
 def _registry():
@@ -91,10 +93,11 @@ def prepare(program):
     as both branches and a select (torch.where), as the branches are pure functions; and every user output
     that is an input, a buffer or another output's tensor given its own identity op (else coremltools
     renames one var twice); zeros_like / full_like / empty_like with a `dtype=` other than their input's
-    given an input cast to that dtype (coremltools ignores the keyword)."""
+    given an input cast to that dtype (coremltools ignores the keyword); aten.reciprocal(x) as
+    div(ones_like(x), x), which converts to an exact real_div (see RECIPROCAL)."""
     gm = copy.deepcopy(program.graph_module)  # the graph only: weights live in program.state_dict
     graph = gm.graph
-    changed = _drop_view_only(graph) | _bool_bitwise(graph) | _like_dtype(graph) | _inline_conds(gm)
+    changed = _drop_view_only(graph) | _bool_bitwise(graph) | _like_dtype(graph) | _exact_reciprocal(graph) | _inline_conds(gm)
     out_node = graph.output_node()
     outs, seen = list(out_node.args[0]), set()
     for i, s in enumerate(program.graph_signature.output_specs):
@@ -166,6 +169,23 @@ def _like_dtype(graph) -> bool:
         cast.meta = {**node.args[0].meta, "val": val.to(dtype)}
         node.args = (cast, *node.args[1:])
         node.kwargs = {k: v for k, v in node.kwargs.items() if k != "dtype"}
+        changed = True
+    return changed
+
+
+def _exact_reciprocal(graph) -> bool:
+    """aten.reciprocal(x) of a float x -> aten.div(full_like(x, 1), x): the same values, without the epsilon
+    of MIL's `inverse` (the node keeps its name, so explain still lines it up with its MIL var)."""
+    changed = False
+    for node in list(graph.nodes):
+        val = node.args[0].meta.get("val") if node.args and isinstance(node.args[0], torch.fx.Node) else None
+        if (node.op != "call_function" or node.target is not torch.ops.aten.reciprocal.default
+                or not isinstance(val, torch.Tensor) or not val.dtype.is_floating_point):
+            continue
+        with graph.inserting_before(node):
+            ones = graph.call_function(torch.ops.aten.full_like.default, (node.args[0], 1.0))
+        ones.meta = {**node.args[0].meta, "val": torch.ones_like(val)}
+        node.target, node.args = torch.ops.aten.div.Tensor, (ones, node.args[0])
         changed = True
     return changed
 

@@ -60,16 +60,18 @@ class Explanation:
     divergences: list[Divergence] = field(default_factory=list)
     worst_output: float = 0.0             # the largest error among the compared graph outputs
     note: str = ""                         # why nothing could be compared, or what else to know
+    stream: object = None                  # explain_stream.Stream: the error along the long stream (state)
 
     def __str__(self) -> str:
         head = f"explain {self.target}-{self.precision} (tolerance {self.tolerance:g}, {self.compared} values compared)"
         if self.note:
             head += f": {self.note}"
+        tail = f"\n{self.stream}" if self.stream is not None else ""
         if not self.divergences:
-            return head + ("" if self.note or not self.compared else ": every compared value within tolerance")
+            return head + ("" if self.note or not self.compared else ": every compared value within tolerance") + tail
         lines = [head + "; first ops out of tolerance:"]
         lines += [f"  {i}. {d}" for i, d in enumerate(self.divergences, 1)]
-        return "\n".join(lines)
+        return "\n".join(lines) + tail
 
 
 def tolerance_of(precision: str) -> float:
@@ -212,7 +214,23 @@ def explain_captured(cap: Captured, artifact, precision: str = "fp32", inputs: t
             return explain_captured(cap, Path(tmp), precision, inputs, first)
     spec = cap.spec
     inputs = tuple(inputs) if inputs is not None else spec.example_inputs(example_batch(spec))
-    ins, _ = spec.names
+    report.compared, report.divergences, report.worst_output = localise_at(cap, kind, path, inputs, tol, first)
+    if not report.compared:
+        report.note = "no value of the artifact is named like a node of the capture: nothing to compare"
+    elif spec.state and spec.long_stream_chunks:
+        from exporters.explain_stream import explain_stream
+
+        report.stream = explain_stream(cap, kind, path, tol, first)
+        if not report.divergences and report.stream.divergences:
+            report.divergences = report.stream.divergences
+    return report
+
+
+def localise_at(cap: Captured, kind: str, path: Path, inputs: tuple, tol: float, first: int = FIRST,
+                only=None) -> tuple[int, list[Divergence], float]:
+    """localise() of the artifact at `path` (onnx or coreml) against the capture on the flat `inputs`
+    (*inputs, *state); `only(program) -> names`: compare only those nodes' values."""
+    ins, _ = cap.spec.names
     feeds = {n: x.detach().cpu().numpy() for n, x in zip(ins, inputs)}
     if kind == "onnx":
         program = _onnx_program(cap)
@@ -225,11 +243,14 @@ def explain_captured(cap: Captured, artifact, precision: str = "fp32", inputs: t
             got = coreml_values(path, feeds)
         except Exception as exc:
             raise ExplainError(f"the CoreML evaluator could not run {path}: {exc}") from exc
-    report.compared, report.divergences, report.worst_output = localise(program, ref, got, tol, first,
-                                                                              _wrappers(spec.module))
-    if not report.compared:
-        report.note = "no value of the artifact is named like a node of the capture: nothing to compare"
-    return report
+    _, outs = cap.spec.names  # graph outputs are named after the spec, not after the nodes that make them
+    for node, name in zip(program.graph.output_node().args[0], outs):
+        if isinstance(node, torch.fx.Node) and node.name not in got and name in got:
+            got[node.name] = got[name]
+    if only is not None:
+        keep = only(program)
+        got = {k: v for k, v in got.items() if k in keep}
+    return localise(program, ref, got, tol, first, _wrappers(cap.spec.module))
 
 
 def explain_failure(cap: Captured, artifact, precision: str) -> str:

@@ -38,8 +38,8 @@ def reference_values(program: torch.export.ExportedProgram, inputs: tuple) -> di
 
     class Recorder(torch.fx.Interpreter):
         def call_function(self, target, args, kwargs):
-            if target is torch.ops.aten.view.default:  # a program with its clones dropped (coreml_graph.prepare)
-                target = torch.ops.aten.reshape.default
+            if target in (torch.ops.aten.view.default, torch.ops.aten._unsafe_view.default):
+                target = torch.ops.aten.reshape.default  # a program with its clones dropped (coreml_graph.prepare)
             return super().call_function(target, args, kwargs)
 
         def run_node(self, n):
