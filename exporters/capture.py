@@ -45,10 +45,7 @@ def capture(spec: ExportSpec, device: str = "cpu") -> torch.export.ExportedProgr
         dynamic = dynamic_batch(module, batched, torch.export.Dim("batch", min=lo, max=hi))
     try:
         with torch_noise_ignored():
-            # non-strict (torch's default): the module's Python runs on fake tensors instead of being traced by
-            # TorchDynamo, 0.6-0.7x the capture time on NEAT (forward and step), the same graph; every artifact
-            # is still verified against the eager module, so a capture that differed would not pass
-            return torch.export.export(module, example, dynamic_shapes=dynamic, strict=False)
+            return torch.export.export(module, example, dynamic_shapes=dynamic, strict=True)
     except Exception as exc:  # torch raises many kinds here; all mean the module is not exportable as is
         raise CaptureError(
             f"torch.export could not capture {spec.name} with batch {lo}..{hi}: {type(exc).__name__}: "
