@@ -64,9 +64,10 @@ def step_methods(model: NeatModel, batch: tuple[int, int], real_data) -> dict[st
         "step_enter": describe(Method(step, METHODS["step_enter"]), tuple(model.init_state(1)), name="step_enter",
                                input_names=STATE_NAMES, output_names=[f"step_{n}" for n in STEP_STATE_NAMES],
                                ranges={"context": (0, V)}, batch=batch),
-        # both steps within a chunk, where they are used (the decode check in exporters.methods steps the whole
-        # protocol through several chunks, commits included)
-        "step": describe(Method(step, METHODS["step"]), (token,), name="step", long_stream_chunks=T - 1, **stepping),
+        # both steps within a chunk, where they are used, a quarter of one (the decode check in exporters.methods
+        # steps the whole protocol through several chunks, every position and commit included: a long stream of
+        # `step` alone to the chunk's end repeated that, at 127 steps per target)
+        "step": describe(Method(step, METHODS["step"]), (token,), name="step", long_stream_chunks=T // 4, **stepping),
         "byte_step": describe(Method(step, METHODS["byte_step"]), (token,), name="byte_step",
                               long_stream_chunks=T // 4, **stepping),
         "step_commit": describe(Method(step, METHODS["step_commit"]), tuple(state.values()), name="step_commit",
