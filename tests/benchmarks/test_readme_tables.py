@@ -12,12 +12,12 @@ def test_the_readme_tables_are_rendered_from_their_records():
     marked = README_TABLE.findall(README.read_text())
     assert {(kind, path) for _, kind, path, _, _ in marked} >= {
         ("table", "benchmarks/results/bench_cpu.json"),
-        ("generation table", "benchmarks/results/bench_generation_loaded.json")}
+        ("generation table", "benchmarks/results/bench_generation.json")}
     assert update_readme(README) == README.read_text(), "run: python -m benchmarks.report README.md"
 
 
 def test_the_readme_table_has_the_columns_neat_bench_prints():
-    record = json.loads((ROOT / "benchmarks/results/bench_generation_loaded.json").read_text())
+    record = json.loads((ROOT / "benchmarks/results/bench_generation.json").read_text())
     printed = terminal(record, Path("neat-bundle"))
     for table, kind in ((printed[0], "table"), (next(t for t in printed[1:] if getattr(t, "title", "") ==
                                                      "generation, batch 1"), "generation table")):
