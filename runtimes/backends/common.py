@@ -32,40 +32,33 @@ def torch_runner(fn: Callable, device: str = "cpu", copy: bool = False, threads:
     on_cpu = torch.device(device).type == "cpu"
     no_grad = torch.no_grad
 
-    def run(*arrays: np.ndarray) -> list[np.ndarray]:
-        # a decode step calls this once per token with ~30 state arrays: no per-array work beyond the
-        # conversions (no .to/.detach/.cpu on the CPU, no pytree walk over a flat list of outputs)
-        if threads and torch.get_num_threads() != threads:
-            torch_threads(threads)
-        with no_grad():
-            tensors = [torch.from_numpy(np.array(a, copy=True) if copy else contiguous(a)) for a in arrays]
-            outs = fn(*(tensors if on_cpu else [t.to(device) for t in tensors]))
-        if not (isinstance(outs, (list, tuple)) and all(type(o) is torch.Tensor for o in outs)):
-            outs = leaves(outs)
-        return [o.numpy() if on_cpu and not o.requires_grad else o.detach().cpu().numpy() for o in outs]
-
     def native(*arrays) -> list:
-        """`run` for a decode loop: torch tensors (or numpy arrays) in, torch tensors out, so a step state
-        stays in torch (on `device`) from one call to the next; `host` turns an output into numpy."""
+        """torch tensors (or numpy arrays) in, torch tensors out: a decode loop's step state stays in torch
+        (on `device`) from one call to the next; `host` turns an output into numpy. A decode step calls this
+        once per token with ~30 state arrays: no per-array work beyond the conversions."""
         if threads and torch.get_num_threads() != threads:
             torch_threads(threads)
         with no_grad():
-            tensors = [a if type(a) is torch.Tensor else torch.from_numpy(contiguous(a)) for a in arrays]
-            if copy:
-                tensors = [t.clone() for t in tensors]
+            tensors = [(a.clone() if copy else a) if type(a) is torch.Tensor else
+                       torch.from_numpy(np.array(a, copy=True) if copy else contiguous(a)) for a in arrays]
             outs = fn(*(tensors if on_cpu else [t.to(device) for t in tensors]))
         return list(outs) if isinstance(outs, (list, tuple)) and all(type(o) is torch.Tensor for o in outs) \
             else leaves(outs)
+
+    def run(*arrays: np.ndarray) -> list[np.ndarray]:
+        return [host(o) for o in native(*arrays)]
 
     run.native, run.host = native, host
     return run
 
 
 def host(a) -> np.ndarray:
-    """A torch tensor (any device) or array as a numpy array."""
+    """A torch tensor (any device) or array as a numpy array (a CPU tensor's own memory, no copy)."""
     if isinstance(a, np.ndarray):
         return a
-    return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
+    if not hasattr(a, "detach"):
+        return np.asarray(a)
+    return a.numpy() if a.device.type == "cpu" and not a.requires_grad else a.detach().cpu().numpy()
 
 
 def contiguous(a: np.ndarray) -> np.ndarray:
