@@ -63,7 +63,9 @@ def greedy(scores: np.ndarray) -> int:
 def timed(session, path: str, prompt: list[int], n: int) -> dict:
     """Greedy generation of n bytes after `prompt` by one path ("step": prefill + one decode step per byte;
     "recompute": the partial chunk per byte), after a short warm-up that also loads the decode methods:
-    {'ttfb_s': prompt to first byte, 'gaps_s': seconds between consecutive bytes, 'ids'}."""
+    {'ttfb_s': prompt to first byte, 'gaps_s': seconds between consecutive bytes, 'ids', 'cpu_s': the CPU
+    time this process (every thread of it) spent from the first byte to the last}. On a busy machine cpu_s
+    over the same wall time is the share of a core the scheduler gave it."""
     import time
 
     from runtimes.generate import recomputed, stepped
@@ -71,11 +73,12 @@ def timed(session, path: str, prompt: list[int], n: int) -> dict:
     gen = {"step": stepped, "recompute": recomputed}[path]
     list(gen(session, prompt[:200], 4, greedy))
     t0 = time.perf_counter()
-    ids, stamps = [], []
+    ids, stamps, cpu = [], [], []
     for i in gen(session, list(prompt), n, greedy):
         ids.append(i)
         stamps.append(time.perf_counter())
-    return {"ttfb_s": stamps[0] - t0, "gaps_s": np.diff(stamps).tolist(), "ids": ids}
+        cpu.append(time.process_time())
+    return {"ttfb_s": stamps[0] - t0, "gaps_s": np.diff(stamps).tolist(), "ids": ids, "cpu_s": cpu[-1] - cpu[0]}
 
 
 def summary(run: dict) -> dict:

@@ -5,6 +5,9 @@ Per artifact and setting, in a worker process of its own (benchmarks.timing.Work
 latency p50/p99 at batch 1, and greedy generation after a held-out prompt by decode steps (bytes/s after the
 first byte, and the ids, which must not change with the threads or the load). Settings: the default thread
 policy (runtimes.threads) and one thread per usable core (what the libraries do by default).
+Each generation also records the share of a core the worker received (its CPU time over the wall time), so a
+loaded figure separates what the scheduler took (the share) from what the runtime lost on the CPU time it
+got (bytes per CPU-second, loaded over idle).
 Bars (issue 33, same run): under load the artifact `runtimes.load` picks generates at least half its idle
 bytes/s and its chunk p99 is at most 3x its idle p99; idle and loaded, it is within 5% of the fastest
 artifact's generation.
@@ -36,6 +39,8 @@ def _measure(bundle: Path, labels: list[str], runs: int, prompt: list[int], n: i
         if g and "skipped" not in g:
             row |= {"bytes_per_s": summary(g)["bytes_per_s"],
                     "ids_sha256": hashlib.sha256(bytes(g["ids"])).hexdigest()[:16]}
+            if "cpu_s" in g:  # the share of a core the process got while generating
+                row["cpu_share"] = g["cpu_s"] / max(sum(g["gaps_s"]), 1e-12)
         out[label] = row
     return out
 
@@ -78,6 +83,9 @@ def study(bundle: Path, profile: str, runs: int = 30, generate_bytes: int = 256,
                "p99_ratio": b["chunk_p99_ms"] / i["chunk_p99_ms"]}
         if "bytes_per_s" in i and "bytes_per_s" in b:
             row["gen_ratio"] = b["bytes_per_s"] / i["bytes_per_s"]
+        if "cpu_share" in i and "cpu_share" in b:  # bytes per CPU-second, loaded over idle: what the load
+            # cost beyond the CPU time the scheduler took away (1: nothing; < 1: waits, spinning, cache misses)
+            row["cpu_efficiency"] = row["gen_ratio"] * i["cpu_share"] / b["cpu_share"]
         rows.append(row)
     record = {"benchmark": "neat-bench-load", "bundle": str(bundle), "profile": profile, "jobs": names,
               "load_average": {"before": before, "during": during}, "usable_cores": cores, "cores_from": where,
@@ -85,6 +93,34 @@ def study(bundle: Path, profile: str, runs: int = 30, generate_bytes: int = 256,
               "chosen": chosen.backend.key, "rows": rows}
     record["bars"] = bars(record)
     return record
+
+
+def parse_profiles(text: str) -> list[str]:
+    """`--load`'s value: one profile, several separated by commas, or `all` (every profile, in order)."""
+    names = list(PROFILES) if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PROFILES]
+    if unknown or not names:
+        raise ValueError(f"unknown load profile {', '.join(map(repr, unknown)) or repr(text)}; give one of "
+                         f"{', '.join(PROFILES)}, several separated by commas, or all")
+    return list(dict.fromkeys(names))
+
+
+def measure_profiles(bundle: Path, profiles: list[str], runs: int, generate_bytes: int,
+                     progress=lambda msg: None) -> tuple[dict, str]:
+    """`study` per profile in turn: one record (several profiles: {'benchmark': 'neat-bench-load-set',
+    'profiles': [records]}) and its Markdown."""
+    records = []
+    for name in profiles:
+        records.append(study(bundle, name, runs, generate_bytes, progress=lambda m, n=name: progress(f"{n}: {m}")))
+    text = "\n".join(markdown(r) for r in records)
+    if len(records) == 1:
+        return records[0], text
+    return {"benchmark": "neat-bench-load-set", "profiles": records}, text
+
+
+def records_of(record: dict) -> list[dict]:
+    """The per-profile records of a `neat bench --load` record (one profile or a set)."""
+    return record["profiles"] if "profiles" in record else [record]
 
 
 def bars(record: dict) -> list[dict]:
@@ -97,6 +133,10 @@ def bars(record: dict) -> list[dict]:
     if "gen_ratio" in pick:
         out.append({"bar": f"loaded generation >= {MIN_GEN_RATIO}x idle", "figure": pick["gen_ratio"],
                     "met": pick["gen_ratio"] >= MIN_GEN_RATIO})
+        if "cpu_efficiency" in pick:
+            out[-1]["detail"] = (f"its share of a core {pick['idle']['cpu_share']:.2f} idle, "
+                                 f"{pick['loaded']['cpu_share']:.2f} loaded; bytes per CPU-second "
+                                 f"{pick['cpu_efficiency']:.2f}x idle")
     out.append({"bar": f"loaded chunk p99 <= {MAX_P99_RATIO}x idle p99", "figure": pick["p99_ratio"],
                 "met": pick["p99_ratio"] <= MAX_P99_RATIO})
     for cond in ("idle", "loaded"):
@@ -119,15 +159,18 @@ def markdown(record: dict) -> str:
              f"{record['usable_cores']} usable cores; picked: `{record['chosen']}`; generation: "
              f"{record['generate_bytes']} greedy bytes after a {record['prompt_bytes']}-byte prompt.", "",
              "| artifact | threads | chunk p50 idle / loaded ms | chunk p99 idle / loaded ms | generation idle / loaded "
-             "bytes/s | loaded / idle generation |", "|---|---|---|---|---|---|"]
+             "bytes/s | loaded / idle generation | share of a core idle / loaded | bytes per CPU-s, loaded / idle |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in record["rows"]:
         i, b = r["idle"], r["loaded"]
         threads = r["threads"] or "policy ({chunk}/{step})".format(**record["policy"])
         lines.append(f"| {r['artifact']} | {threads} | {i['chunk_p50_ms']:.2f} / {b['chunk_p50_ms']:.2f} | "
                      f"{i['chunk_p99_ms']:.2f} / {b['chunk_p99_ms']:.2f} | {_num(i.get('bytes_per_s'), 0)} / "
-                     f"{_num(b.get('bytes_per_s'), 0)} | {_num(r.get('gen_ratio'), 2)}x |")
+                     f"{_num(b.get('bytes_per_s'), 0)} | {_num(r.get('gen_ratio'), 2)}x | {_num(i.get('cpu_share'), 2)} / "
+                     f"{_num(b.get('cpu_share'), 2)} | {_num(r.get('cpu_efficiency'), 2)}x |")
     lines.append("")
-    lines += [f"- {b['bar']}: {_num(b['figure'], 3)} ({'met' if b['met'] else 'MISSED'})" for b in record["bars"]]
+    lines += [f"- {b['bar']}: {_num(b['figure'], 3)} ({'met' if b['met'] else 'MISSED'})"
+              + (f"; {b['detail']}" if "detail" in b else "") for b in record["bars"]]
     return "\n".join(lines) + "\n"
 
 
@@ -135,4 +178,4 @@ def _num(x, digits: int = 1) -> str:
     return "-" if x is None else f"{x:,.{digits}f}" if isinstance(x, float) else str(x)
 
 
-__all__ = ["study", "bars", "markdown", "jobs"]
+__all__ = ["study", "bars", "markdown", "jobs", "parse_profiles", "measure_profiles", "records_of"]

@@ -101,7 +101,8 @@ def _markdown_table(columns, rows) -> str:
 
 
 LOAD_COLUMNS = ("load", "load avg", "policy: generation idle → loaded", "chunk p99 idle → loaded",
-                "{n} threads: generation idle → loaded", "chunk p99 idle → loaded")
+                "share of a core idle → loaded (bytes per CPU-s)", "{n} threads: generation idle → loaded",
+                "chunk p99 idle → loaded")
 
 
 def _idle_loaded(row: dict, key: str, fmt: str, ratio: str, bar: float | None, above: bool) -> str:
@@ -109,6 +110,14 @@ def _idle_loaded(row: dict, key: str, fmt: str, ratio: str, bar: float | None, a
     r = loaded / idle
     mark = "" if bar is None else (" met" if (r >= bar if above else r <= bar) else " missed")
     return f"{fmt.format(idle)} → {fmt.format(loaded)} ({ratio.format(r)}{mark})"
+
+
+def _share(row: dict) -> str:
+    """The share of a core the worker got generating, idle and loaded, and its bytes per CPU-second loaded
+    over idle (older records have no shares: "-")."""
+    if "cpu_efficiency" not in row:
+        return "-"
+    return f"{row['idle']['cpu_share']:.2f} → {row['loaded']['cpu_share']:.2f} ({row['cpu_efficiency']:.2f}x)"
 
 
 def load_table(records: list[dict]) -> str:
@@ -123,7 +132,8 @@ def load_table(records: list[dict]) -> str:
         policy, full = mine[None], mine.get(n)
         cells = [f"`{rec['profile']}`", f"{rec['load_average']['during']:.1f}",
                  _idle_loaded(policy, "bytes_per_s", "{:,.0f} B/s", "{:.2f}x", MIN_GEN_RATIO, True),
-                 _idle_loaded(policy, "chunk_p99_ms", "{:.1f} ms", "{:.1f}x", MAX_P99_RATIO, False)]
+                 _idle_loaded(policy, "chunk_p99_ms", "{:.1f} ms", "{:.1f}x", MAX_P99_RATIO, False),
+                 _share(policy)]
         cells += [_idle_loaded(full, "bytes_per_s", "{:,.0f} B/s", "{:.2f}x", None, True),
                   _idle_loaded(full, "chunk_p99_ms", "{:.1f} ms", "{:.1f}x", None, False)] if full else ["-", "-"]
         rows.append(cells)
@@ -149,7 +159,11 @@ def update_readme(readme: Path, root: Path | None = None) -> str:
 
     def render(m) -> str:
         records = [json.loads((root / path).read_text()) for path in m[3].split(",")]  # load tables: several
-        return m[1] + (load_table(records) if m[2] == "load table" else readme_table(records[0], m[2])) + m[5]
+        if m[2] == "load table":
+            from benchmarks.loaded import records_of
+
+            return m[1] + load_table([r for rec in records for r in records_of(rec)]) + m[5]
+        return m[1] + readme_table(records[0], m[2]) + m[5]
 
     return README_TABLE.sub(render, readme.read_text())
 

@@ -182,11 +182,12 @@ def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, to
 @click.option("--record", "record_in", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Measure nothing: show, write and gate this stored --json record instead (e.g. a CI run's, "
                    "against a new --baseline). Takes no BUNDLE.")
-@click.option("--load", "load_profile", type=click.Choice(["workers", "compile", "mixed", "heavy"]),
+@click.option("--load", "load_profile", metavar="PROFILE[,PROFILE...]|all",
               help="Measure every CPU artifact at each thread setting idle, then again with the machine kept busy, "
-                   "side by side (workers: other processes of the same app; compile: an Inductor compile; mixed: "
-                   "the compile and a NumPy job; heavy: those and a PyTorch job on every core); the jobs stop by "
-                   "themselves. Replaces the full benchmark.")
+                   "side by side (workers: other processes of the same app; mixed: an Inductor compile, the smallest "
+                   "mix that reproduces the collapse of threads on a busy machine; crowded: the compile and a NumPy "
+                   "job; heavy: those and a PyTorch job on every core; all: each in turn, one record), with the share "
+                   "of a core each received. The jobs stop by themselves. Replaces the full benchmark.")
 @TRUST_UNSIGNED
 @QUIET
 def bench_command(bundle, runs, json_out, md_out, plot_out, baseline, max_regression, no_cold_start,
@@ -209,15 +210,18 @@ def bench_command(bundle, runs, json_out, md_out, plot_out, baseline, max_regres
     if load_profile:
         if record_in is not None or baseline is not None or plot_out is not None:
             raise click.UsageError("--load measures on its own: give no --record, --baseline or --plot with it")
-        from benchmarks.loaded import markdown, study
+        from benchmarks.loaded import measure_profiles, parse_profiles
         from neat.deploy import default_bundle
         from neat.progress import timed_step
 
+        try:
+            profiles = parse_profiles(load_profile)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--load") from None
         with unsigned_allowed(trust_unsigned):
             bundle = bundle or default_bundle()
-            with timed_step(f"load study ({load_profile})") as progress:
-                record = study(bundle, load_profile, runs, generate_bytes, progress=progress.doing)
-        text = markdown(record)
+            with timed_step(f"load study ({', '.join(profiles)})") as progress:
+                record, text = measure_profiles(bundle, profiles, runs, generate_bytes, progress=progress.doing)
         click.echo(text)
         if json_out:
             Path(json_out).write_text(json.dumps(record, indent=1) + "\n")
