@@ -9,6 +9,7 @@ import pytest
 
 from exporters import executorch as target
 from runtimes.errors import BackendUnavailable, InputError
+from toy import assert_carries_state_like
 
 pytestmark = pytest.mark.skipif(not target.is_available()[0], reason=target.is_available()[1])
 
@@ -21,18 +22,9 @@ def _backend_load(path, requirements, threads=1):
 
 
 def test_toy_runs_through_runtimes_load_with_its_state(toy_bundle):
-    import runtimes
-
     bundle, outcomes = toy_bundle
     assert outcomes["executorch"].verdict == "passed", outcomes["executorch"].message
-    session = runtimes.load(bundle, backend="executorch")
-    assert session.backend.target == "executorch"
-    reference = runtimes.load(bundle, backend="exported")
-    tokens = np.arange(16, dtype=np.int32).reshape(2, 8) % 50
-    state, ref_state = session.new_state(2), reference.new_state(2)
-    for _ in range(3):  # the state carried across chunks
-        (out, state), (ref, ref_state) = session.run(tokens, state), reference.run(tokens, ref_state)
-        np.testing.assert_allclose(out, ref, atol=1e-5)
+    assert_carries_state_like(bundle, "executorch", "exported")
 
 
 def test_the_backend_checks_inputs_against_the_method_as_input_errors_not_crashes(toy_bundle, tmp_path):

@@ -5,6 +5,7 @@ import pytest
 
 from exporters import openvino as target
 from runtimes.errors import InputError
+from toy import assert_carries_state_like
 
 pytestmark = pytest.mark.skipif(not target.is_available()[0], reason=target.is_available()[1])
 
@@ -19,17 +20,7 @@ def _load(bundle, key="openvino-fp32", threads=1):
 
 
 def test_toy_runs_through_runtimes_load_with_its_state(toy_bundle):
-    import runtimes
-
-    bundle, _ = toy_bundle
-    session = runtimes.load(bundle, backend="openvino")
-    assert session.backend.target == "openvino"
-    reference = runtimes.load(bundle, backend="onnx")
-    tokens = np.arange(16, dtype=np.int32).reshape(2, 8) % 50
-    state, ref_state = session.new_state(2), reference.new_state(2)
-    for _ in range(3):  # the state carried across chunks
-        (out, state), (ref, ref_state) = session.run(tokens, state), reference.run(tokens, ref_state)
-        np.testing.assert_allclose(out, ref, atol=1e-5)
+    session, tokens, state = assert_carries_state_like(toy_bundle[0], "openvino", "onnx")
     with pytest.raises(InputError):  # validated against the manifest before the backend sees it
         session.run(tokens.astype(np.float32), state)
 

@@ -30,3 +30,20 @@ def toy_spec(module: nn.Module | None = None, batch=(1, 3)) -> ExportSpec:
     return exporters.describe(module or ToyCell(), (tokens,), name="toy-cell", state={"h": torch.zeros(2, H)},
                               batch=batch, ranges={"tokens": (0, VOCAB)}, output_names=["logits"],
                               argmax=["logits"], config={"vocab": VOCAB})
+
+
+def assert_carries_state_like(bundle, backend: str, reference: str):
+    """runtimes.load(bundle, backend=...) computes what `reference` computes over three chunks, the state
+    carried across them; returns the session."""
+    import numpy as np
+
+    import runtimes
+
+    session, ref_session = runtimes.load(bundle, backend=backend), runtimes.load(bundle, backend=reference)
+    assert session.backend.target == backend
+    tokens = np.arange(16, dtype=np.int32).reshape(2, 8) % 50
+    state, ref_state = session.new_state(2), ref_session.new_state(2)
+    for _ in range(3):
+        (out, state), (ref, ref_state) = session.run(tokens, state), ref_session.run(tokens, ref_state)
+        np.testing.assert_allclose(out, ref, atol=1e-5)
+    return session, tokens, state
