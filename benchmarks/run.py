@@ -50,8 +50,8 @@ def run(bundle: Path | None = None, runs: int = 50, cold_start: bool = True, jso
     """Benchmark `bundle`, print the results, write the files asked for, and raise Regression when an
     artifact's speed ratio to eager dropped by more than `max_regression` percent against `baseline` (or
     its parity, bits per byte or greedy generation got worse). decode_bytes: bytes generated per artifact and
-    path for the generation figures (0: none); torch_compile: measure torch.compile's first call (with the cold
-    starts) for comparison. With `record_in` (a stored record), nothing is measured: that
+    path for the generation figures (0: none); torch_compile: measure torch.compile for comparison (its steady
+    state as a row; its first call with the cold starts). With `record_in` (a stored record), nothing is measured: that
     record is shown, written and gated. Returns the record."""
     if record_in is not None:
         record = read_record(record_in)

@@ -25,7 +25,8 @@ TAG = "neat-timing "  # marks the protocol's lines on the worker's stdout
 class Workers:
     """One process per artifact key, each with the bundle loaded; `latencies` takes turns across them.
     A key may name a thread count, "cpu-fp32@2": that worker loads with threads=2 (runtimes.threads);
-    without one it runs with the default thread policy, as runtimes.load does."""
+    without one it runs with the default thread policy, as runtimes.load does. The key "torch.compile" is the
+    eager reference under torch.compile (benchmarks.compiled), not an artifact."""
 
     def __init__(self, bundle: Path, keys: list[str]):
         self.procs: dict[str, subprocess.Popen] = {}
@@ -110,13 +111,15 @@ def _generate(session, job: dict) -> dict:
 def _serve(bundle: str, key: str) -> None:
     """The worker: load, say how long it took, then answer [batch, runs, warmup] lines with latencies and
     generation jobs (dicts, `_generate`) with their timed runs."""
+    from benchmarks import compiled
     from runtimes.profile import detect
     from runtimes.pick import load
 
     detect()  # the hardware detection is not part of loading the artifact
     t0 = time.perf_counter()
     key, _, threads = key.partition("@")
-    session = load(bundle, backend=key, threads=int(threads) if threads else None)
+    n = int(threads) if threads else None
+    session = compiled.session(bundle, n) if key == compiled.LABEL else load(bundle, backend=key, threads=n)
     print(TAG + json.dumps(time.perf_counter() - t0), flush=True)
     for line in sys.stdin:
         job = json.loads(line)

@@ -173,8 +173,8 @@ def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, to
               help="Skip the fresh-process measurements: each artifact's cold start and torch.compile's first "
                    "call (70 s on 2 quiet cores, 115 s busy: README, \"How long things take\").")
 @click.option("--no-torch-compile", is_flag=True,
-              help="Measure the artifacts' cold starts but not torch.compile's first call (70 s quiet, 115 s busy, "
-                   "on 2 cores).")
+              help="Leave out torch.compile: its steady-state row (the reference compiled, timed like the "
+                   "artifacts) and its first call (70 s quiet, 115 s busy, on 2 cores).")
 @click.option("--generate-bytes", default=1024, show_default=True, type=click.IntRange(0),
               help="Greedy bytes each artifact generates after a 1 KB held-out prompt, once by decode steps and "
                    "once by recomputing the partial chunk (0: skip the generation figures; they add about 2 minutes "
@@ -197,7 +197,7 @@ def bench_command(bundle, runs, json_out, md_out, plot_out, baseline, max_regres
     percentiles, throughput, peak memory, speed as a ratio to eager, the share of this machine's measured
     limit (matmul rate, memory bandwidth) each reaches, generation speed (time to first byte, per-byte
     p50/p99, bytes/s by decode steps beside the recompute path, the share of the per-byte limit), and
-    torch.compile's first call for comparison.
+    torch.compile (steady state, and its first call) for comparison.
     With no BUNDLE, the default bundle (exported first if it does not exist)."""
     from benchmarks.run import run
     from runtimes.trust import unsigned_allowed
