@@ -91,6 +91,7 @@ def load_checkpoint(path: str | Path | None = None) -> NeatModel:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise CheckpointError(f"{path} does not match the {cfg.name} model its config describes: {shown}")
     model.load_state_dict(tensors, strict=True)
+    model.train_info = json.loads(meta.get("info", "{}"))  # how it was trained (steps, train_seconds), for reports
     return model.eval()
 
 

@@ -58,6 +58,12 @@ def main(debug: bool) -> None:
 @click.option("--batch", type=int, help="Streams per step.")
 @click.option("--chunks", type=int, help="Chunks per step and stream (the truncated back-propagation window).")
 @click.option("--threads", type=int, help="torch CPU threads (default: torch's own choice).")
+@click.option("--plain-size", type=click.Choice(["plain", "plain_equal_flops"]),
+              help="With --arch plain: plain (NEAT's parameter count, 2.8x its FLOPs per byte) or "
+                   "plain_equal_flops (NEAT's FLOPs per byte).")
+@click.option("--extra-task", "extra_tasks", type=click.Choice(["recall"]), multiple=True,
+              help="A task no expert owns, read beside prose, code and grid in training: recall (key-value "
+                   "recall across kilobytes, a job for the memory).")
 @QUIET
 def train(out: Path, preset: str, arch: str, seed: int, **overrides) -> None:
     """Train a NEAT model (or the plain baseline) from scratch and save a checkpoint.
@@ -78,13 +84,14 @@ def train(out: Path, preset: str, arch: str, seed: int, **overrides) -> None:
 
 @main.command("eval")
 @click.argument("checkpoint", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--plain", type=click.Path(dir_okay=False, path_type=Path),
-              help="Checkpoint of the plain-transformer baseline (default: the shipped one; see `neat train --arch plain`).")
+@click.option("--plain", type=click.Path(dir_okay=False, path_type=Path), multiple=True,
+              help="Checkpoint of a plain-transformer baseline, repeatable, one row each (default: the shipped one; "
+                   "see `neat train --arch plain`).")
 @click.option("--chunks", default=64, show_default=True, type=click.IntRange(2),
               help="Chunks (of 128 bytes) per held-out stream; the state is carried across them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @QUIET
-def eval_command(checkpoint: Path | None, plain: Path | None, chunks: int, as_json: bool) -> None:
+def eval_command(checkpoint: Path | None, plain: tuple[Path, ...], chunks: int, as_json: bool) -> None:
     """Score a checkpoint on long held-out streams (default: the shipped tiny model): about 80 s on 2 cores,
     29 minutes on a busy host (load average 4 to 9; README, "How long things take").
 
@@ -98,9 +105,9 @@ def eval_command(checkpoint: Path | None, plain: Path | None, chunks: int, as_js
     from neat.progress import timed_step
     from neat.report import eval_tables, show
 
-    plain = plain or (SHIPPED_PLAIN if SHIPPED_PLAIN.is_file() else None)
+    plain = plain or ((SHIPPED_PLAIN,) if SHIPPED_PLAIN.is_file() else ())
     with timed_step(f"evaluate on held-out streams of {chunks} chunks") as progress:
-        report = evaluate(load_checkpoint(checkpoint), load_checkpoint(plain) if plain else None, chunks,
+        report = evaluate(load_checkpoint(checkpoint), [load_checkpoint(p) for p in plain], chunks,
                           progress=progress.doing)
     if as_json:
         click.echo(json.dumps(report, indent=2))

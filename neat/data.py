@@ -1,10 +1,13 @@
 """Training and held-out data that exists on any machine with Python, generated or read locally.
 
-Three tasks, one per Transformer² expert:
+Three tasks, one per Transformer² expert, and a fourth that no expert owns:
 - prose: the interpreter's own help text (pydoc_data topics) and module docstrings of the standard library;
 - code: standard-library Python source;
 - grid: small grid worlds (FrozenLake-like maps with keys, doors and water) rendered as 16x16 grey images,
   paired with their ASCII map in both directions: "draw" (map -> image) and "look" (image -> map).
+- recall: key-value recall across kilobytes (`let key=1234;` defined, then at least RECALL_GAP bytes of prose,
+  then `get key=1234;`): the queried values lie far beyond the 32-byte byte window and the 8 carried patches,
+  so only a long-range memory can predict them (a job for the Titans memory).
 Held-out splits are disjoint by file / topic / random seed.
 """
 from __future__ import annotations
@@ -151,6 +154,7 @@ class TaskStream:
     task: str
     tokens: np.ndarray     # (N,) int32
     starts: np.ndarray     # (M,) int64
+    scored: np.ndarray | None = None  # (N,) bool: the positions a task-specific score counts (recall: values)
 
 
 def grid_stream(cfg: NeatConfig, codes: np.ndarray, n: int, seed: int, directions=("draw", "look")) -> TaskStream:
@@ -174,3 +178,46 @@ def sample_windows(stream: TaskStream, rng: np.random.Generator, batch: int, len
     ok = stream.starts[stream.starts + length <= len(stream.tokens)]
     picks = rng.choice(ok, size=batch)
     return np.stack([stream.tokens[p:p + length] for p in picks])
+
+
+# ----- key-value recall across kilobytes ----------------------------------------------------------
+RECALL_PAIRS = 8     # key-value pairs defined per episode
+RECALL_GAP = 1024    # prose bytes at least between the last definition and the first query of an episode
+RECALL_TRAIN_SEED, RECALL_HELDOUT_SEED = 3, 1003
+
+
+def _recall_keys(rng: np.random.Generator, n: int) -> list[bytes]:
+    """n distinct 3-letter lowercase keys."""
+    picks = rng.choice(26**3, size=n, replace=False)
+    return [bytes(97 + (int(k) // 26**j) % 26 for j in range(3)) for k in picks]
+
+
+def recall_stream(n_bytes: int, seed: int, held_out: bool, pairs: int = RECALL_PAIRS,
+                  gap: int = RECALL_GAP) -> TaskStream:
+    """At least `n_bytes` of key-value recall episodes: `pairs` definitions `let abc=0123;`, then gap to 2*gap
+    bytes of prose (the held-out or training split), then every key queried once in a new order,
+    `get abc=0123;`, then gap/4 to gap/2 bytes of prose. Keys are fresh in each episode; windows start at
+    episode starts; `scored` marks the 4 value digits of every query (predictable only from the definition,
+    at least `gap` bytes back)."""
+    rng = np.random.default_rng(seed)
+    prose = text_corpus("prose", held_out)
+
+    def filler(lo: int, hi: int) -> bytes:
+        n = int(rng.integers(lo, hi))
+        at = int(rng.integers(0, len(prose) - n))
+        return prose[at:at + n].replace(b"=", b" ")  # no '=' outside the pairs
+
+    out, scored, starts = bytearray(), [], []
+    while len(out) < n_bytes:
+        starts.append(len(out))
+        keys, values = _recall_keys(rng, pairs), [b"%04d" % v for v in rng.integers(0, 10_000, pairs)]
+        out += b"".join(b"let " + k + b"=" + v + b";\n" for k, v in zip(keys, values))
+        out += filler(gap, 2 * gap) + b"\n"
+        for i in rng.permutation(pairs):
+            out += b"get " + keys[i] + b"="
+            scored += range(len(out), len(out) + 4)
+            out += values[i] + b";\n"
+        out += filler(gap // 4, gap // 2) + b"\n"
+    mask = np.zeros(len(out), bool)
+    mask[scored] = True
+    return TaskStream("recall", np.frombuffer(bytes(out), np.uint8).astype(np.int32), np.asarray(starts, np.int64), mask)

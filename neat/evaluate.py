@@ -7,8 +7,12 @@ training), on streams of STREAM_CHUNKS chunks (8 KB) each with the state carried
   memory output off, memory reset every chunk (no test-time learning across chunks), Transformer² Z = 0
   (the base weights) and each expert forced;
 - image-token accuracy with the ascii map in the same chunk as the image, and in the previous chunk;
+- bits on a long-range task, key-value recall across kilobytes (neat.data.recall_stream): the whole stream
+  and its queried values alone (`recall_values`), under every condition (memory on / off / reset);
 - baselines: unigram, an interpolated 6-gram count model (neat.ngram) built from the same training text,
-  and the plain causal byte transformer of the same size and training budget (neat.plain), if shipped;
+  and plain causal byte transformers (neat.plain: the shipped one of NEAT's size, and any others given,
+  e.g. one at NEAT's FLOPs per byte);
+- each row's cost: forward FLOPs per byte (neat.flops) and training wall time where its checkpoint has it;
 - the bars of the NEAT v2 issue, each with its value and whether it is met.
 
 The text figures only need a `step(tokens, state) -> (logits, state)` function, so any exported artifact
@@ -24,7 +28,8 @@ import torch
 from neat.ablations import conditions
 from neat.bits import cross_entropy_bits
 from neat.config import BOI_ID, FIRST_CODE_ID, N_BYTES, NeatConfig
-from neat.data import TaskStream, grid_stream, sample_windows, text_stream
+from neat.data import RECALL_HELDOUT_SEED, TaskStream, grid_stream, recall_stream, sample_windows, text_stream
+from neat.flops import NGRAM_LOOKUPS_PER_BYTE, cost
 from neat.model import STATE_NAMES, NeatModel
 
 Step = Callable[[torch.Tensor, Sequence[torch.Tensor]], tuple[torch.Tensor, Sequence[torch.Tensor]]]
@@ -34,7 +39,7 @@ IMAGE_SAMPLES = 48     # held-out 'draw' samples per placement (map in the same 
 DISPATCH_WINDOWS = 32  # held-out single-chunk windows per task
 HELDOUT_GRID_SEED = 1000
 NGRAM_ORDER = 6
-TASKS = ("prose", "code", "grid")
+TASKS = ("prose", "code", "grid", "recall")
 
 
 def text_windows(cfg: NeatConfig, task: str, chunks: int = STREAM_CHUNKS, streams: int = TEXT_STREAMS) -> torch.Tensor:
@@ -52,6 +57,16 @@ def grid_windows(cfg: NeatConfig, codes: np.ndarray, chunks: int = STREAM_CHUNKS
     length = chunks * cfg.chunk_len + 1
     rows = [grid_stream(cfg, codes, length // 30, HELDOUT_GRID_SEED + i).tokens[:length] for i in range(streams)]
     return torch.from_numpy(np.stack(rows)).to(torch.int32)
+
+
+def recall_windows(cfg: NeatConfig, chunks: int = STREAM_CHUNKS, streams: int = TEXT_STREAMS):
+    """(streams, chunks*T + 1) held-out key-value recall streams, each from its own seed, and the (streams,
+    chunks*T) mask of the targets that are queried values."""
+    length = chunks * cfg.chunk_len + 1
+    rows = [recall_stream(length, RECALL_HELDOUT_SEED + i, held_out=True) for i in range(streams)]
+    tokens = np.stack([r.tokens[:length] for r in rows])
+    scored = np.stack([r.scored[1:length] for r in rows])
+    return torch.from_numpy(tokens).to(torch.int32), torch.from_numpy(scored)
 
 
 def stream_logits(step: Step, init_state, tokens: torch.Tensor, T: int, reset: Callable | None = None):
@@ -95,19 +110,30 @@ def model_step(model, alpha: torch.Tensor | None = None) -> Step:
     return step
 
 
+def task_bits(step: Step, init_state, windows: dict[str, torch.Tensor], T: int, reset=None,
+              masks: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+    """task -> bits per token on its streams; for each task in `masks` also `<task>_values`: the bits on the
+    masked targets alone (None where the streams are too short to hold any: recall needs about 2 KB)."""
+    out = {}
+    for task, w in windows.items():
+        logits = stream_logits(step, init_state(w.shape[0]), w, T, reset)
+        out[task] = cross_entropy_bits(logits, w[:, 1:])
+        if masks and task in masks:
+            m = masks[task]
+            out[f"{task}_values"] = cross_entropy_bits(logits[m], w[:, 1:][m]) if m.any() else None
+    return out
+
+
 @torch.no_grad()
 def score_conditions(model: NeatModel, windows: dict[str, torch.Tensor],
-                     progress: Callable[[str], None] = lambda _: None) -> dict[str, dict[str, float]]:
+                     progress: Callable[[str], None] = lambda _: None,
+                     masks: dict[str, torch.Tensor] | None = None) -> dict[str, dict[str, float]]:
     """condition -> task -> bits per token on that task's held-out streams; `progress` gets each condition."""
     T, table = model.cfg.chunk_len, {}
     for name, (ctx, alpha, reset) in conditions(model).items():
         progress(f"bits per byte, condition {name!r}")
         with ctx():
-            step = model_step(model, alpha)
-            table[name] = {
-                task: cross_entropy_bits(stream_logits(step, model.init_state(w.shape[0]), w, T, reset), w[:, 1:])
-                for task, w in windows.items()
-            }
+            table[name] = task_bits(model_step(model, alpha), model.init_state, windows, T, reset, masks)
     return table
 
 
@@ -197,8 +223,16 @@ def bars(r: dict) -> list[dict]:
     if "plain" in base:
         out.insert(2, {"bar": "text bits per byte below the plain transformer's", "value": neat / base["plain"]["text"] - 1,
                        "met": neat < base["plain"]["text"]})
+    equal = [n for n, b in base.items() if "params" in b and abs(b["flops_per_byte"] / r["flops_per_byte"] - 1) <= 0.1]
+    for name in equal:  # BLT's claim: byte patching wins at equal compute
+        out.insert(3, {"bar": f"text bits per byte at or below the plain transformer's at equal FLOPs per byte ({name})",
+                       "value": neat / base[name]["text"] - 1, "met": neat <= base[name]["text"]})
+    if c["carried"].get("recall_values") is not None:
+        out.append({"bar": "long-range recall (queried values): memory on >= 2% better than memory off",
+                    "value": c["carried"]["recall_values"] / c["memory_off"]["recall_values"] - 1,
+                    "met": c["carried"]["recall_values"] <= 0.98 * c["memory_off"]["recall_values"]})
     if "z_zero" in c:
-        gains = {t: c["carried"][t] / c["z_zero"][t] - 1 for t in TASKS}
+        gains = {t: v / c["z_zero"][t] - 1 for t, v in c["carried"].items() if v is not None}
         best = min(gains, key=gains.get)
         out.append({"bar": f"dispatch mix >= 1% better than Z = 0 on one task (best: {best})",
                     "value": gains[best], "met": gains[best] <= -0.01})
@@ -209,17 +243,19 @@ def bars(r: dict) -> list[dict]:
 def evaluate(model: NeatModel, plain=None, chunks: int = STREAM_CHUNKS,
              progress: Callable[[str], None] = lambda _: None) -> dict:
     """Every held-out figure of the reference model with its baselines and the bars, as a JSON-ready dict.
-    `plain`: the baseline PlainModel (default: none); `chunks`: chunks per held-out stream; `progress`
-    gets what is being measured, as it starts (progress)."""
+    `plain`: the baseline PlainModel, or a list of them (default: none), each a row named by its config;
+    `chunks`: chunks per held-out stream; `progress` gets what is being measured, as it starts (progress)."""
     from neat.ngram import NGramModel
 
     cfg, T = model.cfg, model.cfg.chunk_len
     codes = model.codebook.codes.detach().numpy()
     windows = {t: text_windows(cfg, t, chunks) for t in ("prose", "code")}
     windows["grid"] = grid_windows(cfg, codes, chunks)
+    windows["recall"], recall_mask = recall_windows(cfg, chunks)
+    masks = {"recall": recall_mask}
     report: dict = {"model": cfg.name, "stream_chunks": chunks, "stream_bytes": chunks * T,
-                    "streams_per_task": TEXT_STREAMS}
-    report["conditions"] = score_conditions(model, windows, progress)
+                    "streams_per_task": TEXT_STREAMS, **cost(model)}  # every condition: NEAT's graph, its cost
+    report["conditions"] = score_conditions(model, windows, progress, masks)
     progress(f"baselines: unigram and {NGRAM_ORDER}-gram count model")
 
     train_text = np.concatenate([text_stream(t, held_out=False).tokens for t in ("prose", "code")])
@@ -227,16 +263,17 @@ def evaluate(model: NeatModel, plain=None, chunks: int = STREAM_CHUNKS,
     ngram = NGramModel(train_text.astype(np.uint8), NGRAM_ORDER)
     by_task = {t: ngram_bits_per_byte(ngram, windows[t]) for t in ("prose", "code")}
     report["baselines"] = {
-        "unigram": {"text": unigram_bits_per_byte(train_text, targets)},
-        "ngram": {**by_task, "text": text_mean(by_task), "order": NGRAM_ORDER},
+        "unigram": {"text": unigram_bits_per_byte(train_text, targets), "flops_per_byte": 0.0},
+        "ngram": {**by_task, "text": text_mean(by_task), "order": NGRAM_ORDER, "flops_per_byte": 0.0,
+                  "cost": NGRAM_LOOKUPS_PER_BYTE},
     }
-    if plain is not None:
-        progress("baseline: the plain transformer")
-        step = model_step(plain)
-        by_task = {t: cross_entropy_bits(stream_logits(step, plain.init_state(w.shape[0]), w, T), w[:, 1:])
-                   for t, w in windows.items()}
-        report["baselines"]["plain"] = {**by_task, "text": text_mean(by_task),
-                                        "params": sum(p.numel() for p in plain.parameters())}
+    plains = [] if plain is None else list(plain) if isinstance(plain, (list, tuple)) else [plain]
+    for i, p in enumerate(plains):
+        name = p.cfg.name if p.cfg.name not in report["baselines"] else f"{p.cfg.name}_{i}"
+        progress(f"baseline: the plain transformer {name!r}")
+        by_task = task_bits(model_step(p), p.init_state, windows, T, masks=masks)
+        report["baselines"][name] = {**by_task, "text": text_mean(by_task),
+                                     "params": sum(q.numel() for q in p.parameters()), **cost(p)}
     report["bits_per_byte"] = text_mean(report["conditions"]["carried"])
     report["text"] = {t: {"bits_per_byte": report["conditions"]["carried"][t], "bytes": int(windows[t][:, 1:].numel())}
                       for t in ("prose", "code")}

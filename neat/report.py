@@ -17,7 +17,8 @@ CONDITION_LABELS = {
     "z_zero": "  Transformer² off (Z = 0)",
 }
 BASELINE_LABELS = {"unigram": "unigram (training text)", "ngram": "6-gram count model (training text)",
-                   "plain": "plain byte transformer (same size, budget)"}
+                   "plain": "plain byte transformer (same size, budget)",
+                   "plain_equal_flops": "plain byte transformer (NEAT's FLOPs per byte, same steps)"}
 
 
 def _cell(value: float | None, ref: float | None = None) -> str:
@@ -31,17 +32,19 @@ def eval_tables(r: dict) -> list[Table]:
     carried = r["conditions"]["carried"]
     bits = Table(title=f"NEAT {r['model']}: held-out streams of {r['stream_bytes']} bytes, "
                        f"{r['streams_per_task']} per task (bits per byte; grid: per token; vs carried)")
-    for col in ("configuration", "prose", "code", "grid", "text mean"):
-        bits.add_column(col, justify="left" if col == "configuration" else "right")
+    tasks = [t for t in ("prose", "code", "grid", "recall", "recall_values") if t in carried]
+    for col in ("configuration", *tasks, "text mean", "MFLOP/byte"):
+        bits.add_column(col.replace("_", " "), justify="left" if col == "configuration" else "right")
     text = lambda by: (by["prose"] + by["code"]) / 2  # noqa: E731
+    mflop = lambda by: f"{by['flops_per_byte'] / 1e6:.2f}" if "flops_per_byte" in by else ""  # noqa: E731
     for name, by in r["conditions"].items():
         label = CONDITION_LABELS.get(name, "  expert forced: " + name.removeprefix("expert_"))
         ref = None if name == "carried" else carried
-        bits.add_row(label, *(_cell(by[t], ref and ref[t]) for t in ("prose", "code", "grid")),
-                     _cell(text(by), ref and text(ref)))
+        bits.add_row(label, *(_cell(by[t], ref and ref[t]) for t in tasks),
+                     _cell(text(by), ref and text(ref)), mflop(r) if name == "carried" else "")
     for name, by in r["baselines"].items():
-        bits.add_row(BASELINE_LABELS[name], *(_cell(by.get(t), by.get(t) and carried[t]) for t in ("prose", "code", "grid")),
-                     _cell(by["text"], text(carried)))
+        bits.add_row(BASELINE_LABELS.get(name, name), *(_cell(by.get(t), by.get(t) and carried[t]) for t in tasks),
+                     _cell(by["text"], text(carried)), mflop(by))
 
     other = Table(title="images, dispatch, patching, bounds")
     for col in ("figure", "NEAT", "baseline", "baseline is"):

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ import torch.nn.functional as F
 
 from neat.bits import to_bits
 from neat.config import FIRST_CODE_ID, NeatConfig, preset
-from neat.data import TaskStream, grid_stream, learn_codebook, sample_windows, text_stream
+from neat.data import (RECALL_HELDOUT_SEED, RECALL_TRAIN_SEED, TaskStream, grid_stream, learn_codebook, recall_stream,
+                       sample_windows, text_stream)
 from neat.model import NeatModel
 from neat.mvot import discrepancy_loss
 
@@ -31,6 +33,7 @@ DISCREPANCY_WEIGHT = 0.5
 DISPATCH_WEIGHT = 0.2
 GRID_TRAIN_SAMPLES = 6000
 GRID_TRAIN_SEED, GRID_HELDOUT_SEED = 1, 2
+RECALL_TRAIN_BYTES = 4_000_000  # key-value recall episodes generated for training (--extra-task recall)
 STREAM_CHUNKS = 32    # chunks per training stream before it restarts (state reset) somewhere else
 
 
@@ -48,30 +51,41 @@ class TrainSettings:
     chunks: int = 2               # chunks per step and stream: the truncated back-propagation window
     lr: float = 2e-3              # peak AdamW learning rate (warm-up, then cosine decay)
     threads: int = 0              # torch CPU threads; 0 keeps torch's default
+    plain_size: str = "plain"     # arch "plain": which baseline (neat.plain.PLAIN_PRESETS)
+    extra_tasks: tuple[str, ...] = ()  # tasks no expert owns, read beside the experts' in stage 2 ("recall")
 
 
 Report = Callable[[str, int, int, dict], None]  # (stage, step, total, figures)
 
 
-def build_streams(cfg: NeatConfig, codes: np.ndarray, held_out: bool) -> dict[str, TaskStream]:
+def build_streams(cfg: NeatConfig, codes: np.ndarray, held_out: bool, extra: tuple[str, ...] = ()) -> dict[str, TaskStream]:
     seed = GRID_HELDOUT_SEED if held_out else GRID_TRAIN_SEED
     n = GRID_TRAIN_SAMPLES // (8 if held_out else 1)
-    return {
+    streams = {
         "prose": text_stream("prose", held_out),
         "code": text_stream("code", held_out),
         "grid": grid_stream(cfg, codes, n, seed),
     }
+    for task in extra:
+        if task != "recall":
+            raise ValueError(f"unknown extra task {task!r}: the only one is 'recall'")
+        streams[task] = recall_stream(RECALL_TRAIN_BYTES // (8 if held_out else 1),
+                                      RECALL_HELDOUT_SEED if held_out else RECALL_TRAIN_SEED, held_out)
+    return streams
 
 
 class StreamBatch:
-    """`batch` persistent streams, row i on task experts[i % K]. Each `next(n)` returns the next n chunks
-    (+1 target token) of every row and which rows started a new stream (their state must be reset).
+    """`batch` persistent streams, row i on task tasks[i % K]. Each `next(n)` returns the next n chunks
+    (+1 target token) of every row, which rows started a new stream (their state must be reset) and each row's
+    dispatch label (its task's index in `experts`, default `tasks`; -1 for a task no expert owns).
     Streams last STREAM_CHUNKS chunks; their first lengths are staggered so resets are spread over steps."""
 
-    def __init__(self, streams, experts, rng, batch: int, chunk_len: int, stream_chunks: int = STREAM_CHUNKS):
+    def __init__(self, streams, tasks, rng, batch: int, chunk_len: int, stream_chunks: int = STREAM_CHUNKS,
+                 experts=None):
         self.streams, self.rng, self.T, self.stream_chunks = streams, rng, chunk_len, stream_chunks
-        self.tasks = [experts[i % len(experts)] for i in range(batch)]
-        self.labels = torch.arange(batch) % len(experts)
+        experts = list(experts or tasks)
+        self.tasks = [tasks[i % len(tasks)] for i in range(batch)]
+        self.labels = torch.tensor([experts.index(t) if t in experts else -1 for t in self.tasks])
         self.pos = [0] * batch
         self.left = [-(i * stream_chunks // batch) for i in range(batch)]  # <= 0: start (staggered) now
 
@@ -133,7 +147,8 @@ def sequence_loss(model: NeatModel, tokens: torch.Tensor, labels: torch.Tensor, 
         valid = out["valid"].bool()
         d_logits = out["dispatch_logits"][valid]
         d_labels = labels[:, None].expand_as(out["valid"])[valid]
-        disp_sum = disp_sum + F.cross_entropy(d_logits, d_labels)
+        if (d_labels >= 0).any():  # rows of a task no expert owns (-1) are not in the dispatch loss
+            disp_sum = disp_sum + F.cross_entropy(d_logits, d_labels, ignore_index=-1)
     ce, disc, disp = ce_sum / n_chunks, disc_sum / n_chunks, disp_sum / n_chunks
     loss = ce + DISCREPANCY_WEIGHT * disc + DISPATCH_WEIGHT * disp
     ce_value = float(ce.detach())
@@ -187,20 +202,22 @@ def calibrate_threshold(model: NeatModel, streams, rng, n: int = 64) -> float:
 def train_plain(s: TrainSettings, report: Report | None = None):
     """The baseline: a plain causal byte transformer on the same streams, for the same number of bytes as
     NEAT's base and expert stages together (NEAT's entropy stage, 1/16 of that, is not given to it)."""
-    from neat.plain import PlainConfig, PlainModel
+    from neat.plain import PlainModel, plain_preset
 
     torch.manual_seed(s.seed)
     rng = np.random.default_rng(s.seed)
     cfg = preset(s.preset)
     t_start = time.perf_counter()
-    streams = build_streams(cfg, learn_codebook(cfg, seed=s.seed), held_out=False)
-    model = PlainModel(PlainConfig(chunk_len=cfg.chunk_len))
+    streams = build_streams(cfg, learn_codebook(cfg, seed=s.seed), held_out=False, extra=s.extra_tasks)
+    model = PlainModel(dataclasses.replace(plain_preset(s.plain_size), chunk_len=cfg.chunk_len))
     model.train()
     steps = s.base_steps + s.expert_steps
-    loss_fn = _stream_loss(model, StreamBatch(streams, cfg.experts, rng, s.batch, cfg.chunk_len), s.chunks)
+    tasks = (*cfg.experts, *s.extra_tasks)
+    loss_fn = _stream_loss(model, StreamBatch(streams, tasks, rng, s.batch, cfg.chunk_len, experts=cfg.experts), s.chunks)
     _run_stage("plain", list(model.parameters()), steps, s, loss_fn, report)
-    info = {"arch": "plain", "seed": s.seed, "steps": {"plain": steps}, "batch": s.batch, "chunks": s.chunks,
-            "stream_chunks": STREAM_CHUNKS, "train_seconds": round(time.perf_counter() - t_start, 1)}
+    info = {"arch": "plain", "plain_size": s.plain_size, "seed": s.seed, "steps": {"plain": steps}, "batch": s.batch, "chunks": s.chunks,
+            "stream_chunks": STREAM_CHUNKS, "extra_tasks": list(s.extra_tasks),
+            "train_seconds": round(time.perf_counter() - t_start, 1)}
     return model.eval(), info
 
 
@@ -217,7 +234,7 @@ def train(s: TrainSettings, report: Report | None = None) -> tuple[NeatModel, di
     cfg = preset(s.preset)
     t_start = time.perf_counter()
     codes = learn_codebook(cfg, seed=s.seed)
-    streams = build_streams(cfg, codes, held_out=False)
+    streams = build_streams(cfg, codes, held_out=False, extra=s.extra_tasks)
     model = NeatModel(cfg)
     model.codebook.codes.data = torch.from_numpy(codes)
     T, experts = cfg.chunk_len, cfg.experts
@@ -236,7 +253,8 @@ def train(s: TrainSettings, report: Report | None = None) -> tuple[NeatModel, di
     model.entropy.requires_grad_(False)
 
     # stage 2: the base model, on persistent streams
-    base_loss = _stream_loss(model, StreamBatch(streams, experts, rng, s.batch, T), s.chunks)
+    tasks = (*experts, *s.extra_tasks)
+    base_loss = _stream_loss(model, StreamBatch(streams, tasks, rng, s.batch, T, experts=experts), s.chunks)
 
     base_params = [p for p in model.parameters() if p.requires_grad]
     _run_stage("base", base_params, s.base_steps, s, base_loss, report)
@@ -258,6 +276,7 @@ def train(s: TrainSettings, report: Report | None = None) -> tuple[NeatModel, di
     info = {
         "preset": s.preset, "seed": s.seed, "entropy_threshold": theta,
         "steps": {"entropy": s.entropy_steps, "base": s.base_steps, "experts": s.expert_steps},
-        "batch": s.batch, "chunks": s.chunks, "stream_chunks": STREAM_CHUNKS, "train_seconds": round(time.perf_counter() - t_start, 1),
+        "batch": s.batch, "chunks": s.chunks, "stream_chunks": STREAM_CHUNKS, "extra_tasks": list(s.extra_tasks),
+        "train_seconds": round(time.perf_counter() - t_start, 1),
     }
     return model, info

@@ -47,6 +47,15 @@ def test_eval_json_prints_the_figures(tmp_path):
         assert key in report
     assert report["stream_chunks"] == 3 and {"unigram", "ngram", "plain"} <= set(report["baselines"])
     assert {"carried", "reset_every_chunk", "memory_off", "z_zero", "expert_code"} <= set(report["conditions"])
+    # the long-range task under every condition, and every row's cost (NEAT's counted: 267 MFLOP per chunk)
+    assert all({"recall", "recall_values"} <= set(by) for by in report["conditions"].values())
+    assert abs(report["flops_per_byte"] * 128 / 266_986_624 - 1) < 1e-6 and report["train_seconds"] > 0
+    plain = report["baselines"]["plain"]
+    assert 2.6 < plain["flops_per_byte"] / report["flops_per_byte"] < 3.0 and plain["train_seconds"] > 0
+    assert report["baselines"]["ngram"]["flops_per_byte"] == 0.0
+    carried = report["conditions"]["carried"]  # 3 chunks are too short to reach a query (1 KB after its definition)
+    assert carried["recall"] > 0 and carried["recall_values"] is None
+    assert not any(b["bar"].startswith("long-range recall") for b in report["bars"])
 
 
 def test_eval_table_names_every_bar():
@@ -79,9 +88,11 @@ def test_short_training_run_of_the_plain_baseline(tmp_path):
 
     out = tmp_path / "p.safetensors"
     res = run("train", "--arch", "plain", "--out", str(out), "--base-steps", "1", "--expert-steps", "1",
-              "--batch", "3")
+              "--batch", "4", "--plain-size", "plain_equal_flops", "--extra-task", "recall")
     assert res.exit_code == 0, res.output
-    assert isinstance(load_checkpoint(out), PlainModel) and checkpoint_info(out)["steps"]["plain"] == 2
+    model, info = load_checkpoint(out), checkpoint_info(out)
+    assert isinstance(model, PlainModel) and model.cfg.name == "plain_equal_flops" and model.cfg.dim == 104
+    assert info["steps"]["plain"] == 2 and info["extra_tasks"] == ["recall"] and info["plain_size"] == "plain_equal_flops"
 
 
 def test_verify_explains_what_explain_names_and_every_failure():

@@ -45,3 +45,26 @@ def test_grid_samples_are_well_formed_spans():
 
 def test_stdlib_files_exclude_tests():
     assert not any("test" in p.parts for p in _stdlib_files())
+
+
+def test_recall_stream_is_deterministic_and_its_values_lie_far_beyond_the_window():
+    import re
+
+    from neat.data import RECALL_GAP, recall_stream
+
+    a, b = recall_stream(6000, 7, held_out=True), recall_stream(6000, 7, held_out=True)
+    assert np.array_equal(a.tokens, b.tokens) and np.array_equal(a.scored, b.scored)
+    assert np.array_equal(a.starts, b.starts)
+    assert not np.array_equal(recall_stream(6000, 8, held_out=True).tokens[:200], a.tokens[:200])
+    text = bytes(a.tokens.astype(np.uint8))
+    assert all(text[s:s + 4] == b"let " for s in a.starts)  # windows start at episode starts
+    positions = np.flatnonzero(a.scored)
+    assert len(positions) % 4 == 0 and len(positions) >= 4 * 8 * 2
+    for p in positions[::4]:  # each query: 'get key=' then the 4 scored digits
+        key, value = text[p - 4:p - 1], text[p:p + 4]
+        assert text[p - 8:p] == b"get " + key + b"=" and value.isdigit()
+        define = text.rfind(b"let " + key + b"=", 0, p)
+        assert define >= 0 and text[define + 8:define + 12] == value  # defined earlier with this value
+        assert p - define >= RECALL_GAP  # ... at least a kilobyte back: beyond 32 bytes and 8 patches
+        recent = text[p - 512:p - 8]  # nothing in the last 512 bytes gives the value away
+        assert key not in recent and not re.search(rb"=" + value, recent)
