@@ -1,5 +1,5 @@
 """neat bench --load: the busy jobs stop by themselves, and the study reports idle and loaded side by side
-(smoke: few runs, no timing thresholds; the committed record is benchmarks/results/load_*.json)."""
+(smoke: few runs, no timing thresholds; the committed record is benchmarks/results/load.json)."""
 import json
 import subprocess
 import sys
