@@ -49,7 +49,6 @@ def stream_tokens(model, n_bytes: int) -> np.ndarray:
 def measure(checkpoint: str | None, n_bytes: int, dtype: str) -> dict:
     from neat.bits import cross_entropy_bits
     from neat.checkpoint import SHIPPED, load_checkpoint
-    from neat.model import STATE_NAMES
 
     model = load_checkpoint(checkpoint)
     dt = {"fp32": torch.float32, "fp16": torch.float16}[dtype]
@@ -66,7 +65,7 @@ def measure(checkpoint: str | None, n_bytes: int, dtype: str) -> dict:
             logits, *state = model(x, *state)
             per_chunk.append(time.perf_counter() - t0)
             finite &= bool(torch.isfinite(logits).all())
-            for name, s in zip(STATE_NAMES, state):
+            for name, s in zip(model.state_names, state):
                 if name in bounds:
                     worst = max(worst, float(s.float().abs().max()) / bounds[name])
             bits += cross_entropy_bits(logits[0], y[0], "sum")

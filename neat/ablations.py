@@ -2,7 +2,8 @@
 
 Each is a context manager around the model (what it changes is restored on exit), an optional expert mix
 `alpha`, and an optional per-chunk state reset: memory output off, memory reset every chunk, every state
-reset every chunk, Transformer² Z = 0 (the base weights) and each expert forced.
+reset every chunk, Transformer² Z = 0 (the base weights) and each expert forced. A condition that takes away a
+mechanism the model was configured without (cfg.memory, cfg.experts) is not scored: `skipped` says which and why.
 """
 from __future__ import annotations
 
@@ -12,9 +13,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from neat.model import STATE_NAMES, NeatModel
-
-MEMORY_STATE = ("mem_w1", "mem_w2", "mem_s1", "mem_s2")
+from neat.model import MEMORY_STATE, NeatModel
 
 
 @contextlib.contextmanager
@@ -44,7 +43,7 @@ def svf_z_zero(model: NeatModel):
 
 def state_reset(model: NeatModel, names: Sequence[str]) -> Callable:
     """A per-chunk reset of the named state tensors to their initial value (all of them: a stateless model)."""
-    idx = [STATE_NAMES.index(n) for n in names]
+    idx = [model.state_names.index(n) for n in names]
 
     def reset(state):
         init = model.init_state(state[0].shape[0])
@@ -60,12 +59,23 @@ def conditions(model: NeatModel) -> dict[str, tuple]:
         "carried": (none, None, None),
         # every state but `modality`, a parse of the token stream (inside an image span or not): reset mid-image
         # it makes the logit mask rule out the true codes, an artefact rather than lost context
-        "reset_every_chunk": (none, None, state_reset(model, [n for n in STATE_NAMES if n != "modality"])),
-        "memory_off": (lambda: memory_output_off(model), None, None),
-        "memory_reset_every_chunk": (none, None, state_reset(model, MEMORY_STATE)),
+        "reset_every_chunk": (none, None, state_reset(model, [n for n in model.state_names if n != "modality"])),
     }
+    if model.cfg.memory:
+        out["memory_off"] = (lambda: memory_output_off(model), None, None)
+        out["memory_reset_every_chunk"] = (none, None, state_reset(model, MEMORY_STATE))
     if model.cfg.svf_factored:
         out["z_zero"] = (lambda: svf_z_zero(model), None, None)
         for k, name in enumerate(model.cfg.experts):
             out[f"expert_{name}"] = (none, F.one_hot(torch.tensor([k]), model.cfg.n_experts).float(), None)
+    return out
+
+
+def skipped(model: NeatModel) -> dict[str, str]:
+    """The conditions `conditions` leaves out for this model's config, each with the reason."""
+    out = {}
+    if not model.cfg.memory:
+        out.update(dict.fromkeys(("memory_off", "memory_reset_every_chunk"), "no memory"))
+    if not model.cfg.experts:
+        out["z_zero"] = out["expert_*"] = "no experts"
     return out

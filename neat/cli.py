@@ -64,6 +64,10 @@ def main(debug: bool) -> None:
 @click.option("--extra-task", "extra_tasks", type=click.Choice(["recall"]), multiple=True,
               help="A task no expert owns, read beside prose, code and grid in training: recall (key-value "
                    "recall across kilobytes, a job for the memory).")
+@click.option("--no-memory", "memory", flag_value=False, default=None,
+              help="Train without the Titans memory: no memory weights and no memory state in any artifact.")
+@click.option("--no-experts", "experts", flag_value=False, default=None,
+              help="Train without Transformer² experts: plain latent MLPs, no dispatch pass; stage 3 is skipped.")
 @QUIET
 def train(out: Path, preset: str, arch: str, seed: int, **overrides) -> None:
     """Train a NEAT model (or the plain baseline) from scratch and save a checkpoint.

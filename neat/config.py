@@ -40,6 +40,7 @@ class NeatConfig:
     local_window: int = 32          # local byte attention looks back this many bytes, across chunk boundaries
     latent_window: int = 8          # latent attention also sees this many patches of the previous chunk
     # latent (global) transformer with Titans memory and Transformer² SVF MLPs
+    memory: bool = True             # Titans neural memory in every latent layer; False: attention only, no memory state
     global_dim: int = 160
     global_layers: int = 2
     global_heads: int = 4
@@ -49,7 +50,7 @@ class NeatConfig:
     mem_hidden: int = 48            # hidden size of the two-layer residual memory M(k) = k + silu(k W1) W2
     mem_chunk: int = 8              # patch slots per memory update (weights fixed within one)
     mem_lr_max: float = 1.0         # upper bound of the data-dependent memory learning rate theta_t
-    # Transformer² experts
+    # Transformer² experts; empty: no Transformer² (plain latent MLPs, no dispatch pass, no dispatch state)
     experts: tuple[str, ...] = ("prose", "code", "grid")
     svf_max_mult: float = 2.0
     svf_factored: bool = False      # False while the base model trains; True after the SVD build step
@@ -63,6 +64,14 @@ class NeatConfig:
             raise ValueError(f"local_window ({self.local_window}) must be at most chunk_len ({self.chunk_len})")
         if self.local_dim % self.local_heads or self.global_dim % self.global_heads or self.ent_dim % self.ent_heads:
             raise ValueError("every model width must be divisible by its number of heads")
+        if not isinstance(self.memory, bool):
+            raise ValueError(f"memory must be True or False, not {self.memory!r}")
+        if not isinstance(self.experts, tuple) or not all(isinstance(e, str) and e for e in self.experts):
+            raise ValueError(f"experts must be a tuple of task names (empty: no Transformer²), not {self.experts!r}")
+        if len(set(self.experts)) != len(self.experts):
+            raise ValueError(f"experts {self.experts} name a task twice: give each expert its own task")
+        if self.svf_factored and not self.experts:
+            raise ValueError("svf_factored needs experts: a model without experts has plain MLPs, nothing to factor")
 
     @property
     def vocab_size(self) -> int:

@@ -25,12 +25,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from neat.ablations import conditions
+from neat.ablations import conditions, skipped
 from neat.bits import cross_entropy_bits
 from neat.config import BOI_ID, FIRST_CODE_ID, N_BYTES, NeatConfig
 from neat.data import RECALL_HELDOUT_SEED, TaskStream, grid_stream, recall_stream, sample_windows, text_stream
 from neat.flops import NGRAM_LOOKUPS_PER_BYTE, cost
-from neat.model import STATE_NAMES, NeatModel
+from neat.model import NeatModel
 
 Step = Callable[[torch.Tensor, Sequence[torch.Tensor]], tuple[torch.Tensor, Sequence[torch.Tensor]]]
 STREAM_CHUNKS = 64     # chunks per held-out stream (8 KB at T = 128), the state carried across them
@@ -145,7 +145,7 @@ def max_state_ratio(model: NeatModel, windows: torch.Tensor) -> tuple[float, boo
     for c in range((windows.shape[1] - 1) // T):
         logits, *state = model(windows[:, c * T:(c + 1) * T], *state)
         finite &= bool(torch.isfinite(logits).all())
-        for name, s in zip(STATE_NAMES, state):
+        for name, s in zip(model.state_names, state):
             if name in bounds:
                 worst = max(worst, float(s.abs().max()) / bounds[name])
     return worst, finite
@@ -227,11 +227,18 @@ def bars(r: dict) -> list[dict]:
     for name in equal:  # BLT's claim: byte patching wins at equal compute
         out.insert(3, {"bar": f"text bits per byte at or below the plain transformer's at equal FLOPs per byte ({name})",
                        "value": neat / base[name]["text"] - 1, "met": neat <= base[name]["text"]})
-    if c["carried"].get("recall_values") is not None:
+    mech = r.get("mechanisms", {})
+    if mech.get("memory", True) is False:
+        out.append({"bar": "long-range recall: memory on >= 2% better than memory off, or no memory",
+                    "value": None, "note": "no memory", "met": True})
+    elif c["carried"].get("recall_values") is not None:
         out.append({"bar": "long-range recall (queried values): memory on >= 2% better than memory off",
                     "value": c["carried"]["recall_values"] / c["memory_off"]["recall_values"] - 1,
                     "met": c["carried"]["recall_values"] <= 0.98 * c["memory_off"]["recall_values"]})
-    if "z_zero" in c:
+    if mech.get("experts") == []:
+        out.append({"bar": "dispatch mix >= 1% better than Z = 0 on one task, or no experts",
+                    "value": None, "note": "no experts", "met": True})
+    elif "z_zero" in c:
         gains = {t: v / c["z_zero"][t] - 1 for t, v in c["carried"].items() if v is not None}
         best = min(gains, key=gains.get)
         out.append({"bar": f"dispatch mix >= 1% better than Z = 0 on one task (best: {best})",
@@ -255,7 +262,9 @@ def evaluate(model: NeatModel, plain=None, chunks: int = STREAM_CHUNKS,
     masks = {"recall": recall_mask}
     report: dict = {"model": cfg.name, "stream_chunks": chunks, "stream_bytes": chunks * T,
                     "streams_per_task": TEXT_STREAMS, **cost(model)}  # every condition: NEAT's graph, its cost
+    report["mechanisms"] = {"memory": cfg.memory, "experts": list(cfg.experts)}
     report["conditions"] = score_conditions(model, windows, progress, masks)
+    report["skipped_conditions"] = skipped(model)  # the ablations of mechanisms this model has not
     progress(f"baselines: unigram and {NGRAM_ORDER}-gram count model")
 
     train_text = np.concatenate([text_stream(t, held_out=False).tokens for t in ("prose", "code")])
@@ -286,7 +295,8 @@ def evaluate(model: NeatModel, plain=None, chunks: int = STREAM_CHUNKS,
 
     held = {t: text_stream(t, True) for t in ("prose", "code")}
     held["grid"] = grid_stream(cfg, codes, 200, HELDOUT_GRID_SEED + 100)
-    report["dispatch_accuracy"], report["dispatch_majority_accuracy"] = dispatch_accuracy(model, held)
+    report["dispatch_accuracy"], report["dispatch_majority_accuracy"] = (
+        dispatch_accuracy(model, held) if cfg.experts else (None, None))  # no experts: no dispatch pass
     report["mean_patch_bytes"] = mean_patch_bytes(model, windows["prose"][:, :T])
     report["bars"] = bars(report)
     return report

@@ -11,7 +11,7 @@ from exporters.spec import ExportSpec
 from neat.bits import cross_entropy_bits
 from neat.checkpoint import SHIPPED, load_checkpoint
 from neat.entry import DECODE
-from neat.model import STATE_NAMES, NeatModel, count_parameters
+from neat.model import NeatModel, count_parameters
 
 MASK_BELOW = -5.0e3  # logits at or below this are vocabulary entries the modality mask rules out (NEG = -1e4)
 DEFAULT_BATCH = (1, 4)
@@ -50,19 +50,19 @@ def _real_bytes(real_data):
 def step_methods(model: NeatModel, batch: tuple[int, int], real_data) -> dict[str, ExportSpec]:
     """The decode step's entry points (neat.entry), each described for export; their roles are neat.entry.DECODE."""
     from neat.entry import Method, METHODS
-    from neat.step import GATE_INPUTS, STEP_STATE_NAMES, DecodeStep
+    from neat.step import GATE_INPUTS, DecodeStep
 
     step = DecodeStep(model)
     V, T = model.cfg.vocab_size, model.cfg.chunk_len
     token = model.example_inputs(1)[0][:, :1]
-    state = dict(zip(STEP_STATE_NAMES, step.step_state(1)))
+    state = dict(zip(step.names, step.step_state(1)))
     stepping = dict(batch=batch, fp32_scopes=STEP_FP32_SCOPES, state=state, init_state=step.step_state,
                     input_names=("token",), output_names=("logits",), data=_real_bytes(real_data),
                     ranges={"token": (0, V), "context": (0, V)}, ignore_below={"logits": MASK_BELOW},
                     argmax=("logits",))
     return {
         "step_enter": describe(Method(step, METHODS["step_enter"]), tuple(model.init_state(1)), name="step_enter",
-                               input_names=STATE_NAMES, output_names=[f"step_{n}" for n in STEP_STATE_NAMES],
+                               input_names=model.state_names, output_names=[f"step_{n}" for n in step.names],
                                ranges={"context": (0, V)}, batch=batch),
         # both steps within a chunk, where they are used, a quarter of one (the decode check in exporters.methods
         # steps the whole protocol through several chunks, every position and commit included: a long stream of
@@ -71,7 +71,7 @@ def step_methods(model: NeatModel, batch: tuple[int, int], real_data) -> dict[st
         "byte_step": describe(Method(step, METHODS["byte_step"]), (token,), name="byte_step",
                               long_stream_chunks=T // 4, **stepping),
         "step_commit": describe(Method(step, METHODS["step_commit"]), tuple(state.values()), name="step_commit",
-                                input_names=STEP_STATE_NAMES, output_names=[f"chunk_{n}" for n in STATE_NAMES],
+                                input_names=step.names, output_names=[f"chunk_{n}" for n in model.state_names],
                                 ranges={"context": (0, V)}, batch=batch),  # no decision inside: no fp32 scope
         "needs_patch": describe(Method(step, METHODS["needs_patch"]), (token, *(state[n] for n in GATE_INPUTS)),
                                 name="needs_patch", input_names=("token", *GATE_INPUTS), output_names=("needs_patch",),
@@ -110,7 +110,7 @@ def neat_spec(checkpoint: str | Path | None = None, batch: tuple[int, int] = DEF
     decodes = getattr(cfg, "arch", "neat") == "neat"  # the plain baseline has no decode step
     return describe(
         model, (tokens,), name=f"neat-{cfg.name}",
-        state=dict(zip(STATE_NAMES, state)), init_state=model.init_state, batch=batch,
+        state=dict(zip(model.state_names, state)), init_state=model.init_state, batch=batch,
         output_names=("logits",), ranges={"tokens": (0, V), "context": (0, V)},
         ignore_below={"logits": MASK_BELOW}, argmax=("logits",),
         data=real, score=bits_per_byte, long_stream_chunks=LONG_STREAM_CHUNKS,

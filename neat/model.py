@@ -18,13 +18,23 @@ from torch import nn
 
 from neat.blt import EntropyModel, LocalDecoder, LocalEncoder, patch_assignment, patch_starts
 from neat.config import NEG, PAD_ID, NeatConfig
-from neat.layers import Attention, RMSNorm, carried_key_bias, carried_window_bias
+from neat.errors import NeatError
+from neat.layers import MLP, Attention, RMSNorm, carried_key_bias, carried_window_bias
 from neat.mvot import ModalityMask, VisualCodebook
 from neat.svf import DISPATCH_HORIZON, Dispatch, SVFMLP
 from neat.titans import MOMENTUM_MAX, WEIGHT_MAX, NeuralMemory
 
+# the chunk state of the default model (memory and experts on); a model's own is state_names(cfg)
 STATE_NAMES = ("context", "seen", "prev_patch", "dispatch", "modality", "enc_window", "dec_window",
                "lat_window", "lat_valid", "mem_w1", "mem_w2", "mem_s1", "mem_s2")
+MEMORY_STATE = ("mem_w1", "mem_w2", "mem_s1", "mem_s2")  # only with cfg.memory
+EXPERT_STATE = ("dispatch",)  # only with cfg.experts
+
+
+def state_names(cfg: NeatConfig) -> tuple[str, ...]:
+    """The chunk state a model of this config carries, in order: STATE_NAMES less the absent mechanisms'."""
+    absent = (() if cfg.memory else MEMORY_STATE) + (() if cfg.experts else EXPERT_STATE)
+    return tuple(n for n in STATE_NAMES if n not in absent)
 
 
 @dataclass(frozen=True)
@@ -39,9 +49,14 @@ def norm_bound(norm: RMSNorm) -> float:
     return float(norm.weight.shape[0] ** 0.5 * norm.weight.detach().abs().max())
 
 
+class NoExpertsError(NeatError):
+    """An expert mix or the SVF build step was asked of a model configured without Transformer² experts."""
+
+
 class LatentLayer(nn.Module):
     """MAG block: causal attention over patch slots (with persistent tokens and the previous chunk's last
-    patches) gated with the neural memory, then an SVF-adapted MLP."""
+    patches) gated with the neural memory, then an SVF-adapted MLP. Without memory (cfg.memory False) the
+    attention output is added alone; without experts (cfg.experts empty) the MLP is a plain one."""
 
     def __init__(self, cfg: NeatConfig):
         super().__init__()
@@ -50,20 +65,29 @@ class LatentLayer(nn.Module):
         self.persistent = nn.Parameter(torch.randn(cfg.persistent_tokens, D) * 0.02)
         self.carry_pos = nn.Parameter(torch.randn(cfg.latent_window, D) * 0.02)  # marks carried patches
         self.attn = Attention(D, D, D, cfg.global_heads)
-        self.memory = NeuralMemory(cfg)
-        self.gate = nn.Linear(D, D)
-        self.mlp = SVFMLP(cfg)
+        if cfg.memory:
+            self.memory = NeuralMemory(cfg)
+            self.gate = nn.Linear(D, D)
+        self.mlp = SVFMLP(cfg) if cfg.experts else MLP(D, cfg.mlp_mult)
 
-    def forward(self, x, bias, valid, alpha, past, w1, w2, s1, s2):
-        # x (B, Pm, D); bias (B, 1, Pm, Np + R + Pm); valid (B, Pm); alpha (B, Pm, K); past (B, R, D)
+    def mlp_out(self, x, alpha):
+        """The MLP on x (B, N, D): SVF-adapted by the expert mix alpha (B, N, K), or plain without experts."""
+        return self.mlp(x, alpha) if alpha is not None else self.mlp(x)
+
+    def forward(self, x, bias, valid, alpha, past, mem):
+        # x (B, Pm, D); bias (B, 1, Pm, Np + R + Pm); valid (B, Pm); alpha (B, Pm, K) or None; past (B, R, D)
+        # mem: this layer's memory state [w1, w2, s1, s2] (B, ...), or None without memory
         h = self.norm1(x)
         kv = torch.cat([self.persistent.expand(x.shape[0], -1, -1), past + self.carry_pos, h], dim=1)
         a = self.attn(h, kv, bias)
-        m, w1, w2, s1, s2 = self.memory(h, valid, w1, w2, s1, s2)
-        g = torch.sigmoid(self.gate(h))
-        x = x + g * a + (1.0 - g) * m
-        x = x + self.mlp(self.norm2(x), alpha)
-        return x, h, w1, w2, s1, s2  # h: the normalised patch states the next chunk may carry
+        if mem is None:
+            x = x + a
+        else:
+            m, *mem = self.memory(h, valid, *mem)
+            g = torch.sigmoid(self.gate(h))
+            x = x + g * a + (1.0 - g) * m
+        x = x + self.mlp_out(self.norm2(x), alpha)
+        return x, h, mem  # h: the normalised patch states the next chunk may carry
 
 
 class NeatModel(nn.Module):
@@ -73,7 +97,8 @@ class NeatModel(nn.Module):
         Pm, D = cfg.max_patches, cfg.global_dim
         self.entropy = EntropyModel(cfg)
         self.encoder = LocalEncoder(cfg)
-        self.dispatch = Dispatch(cfg)
+        if cfg.experts:
+            self.dispatch = Dispatch(cfg)
         self.slot_pos = nn.Parameter(torch.randn(Pm, D) * 0.02)
         self.layers = nn.ModuleList(LatentLayer(cfg) for _ in range(cfg.global_layers))
         self.norm = RMSNorm(D)
@@ -88,11 +113,16 @@ class NeatModel(nn.Module):
                              persistent=False)  # (T, W + T)
 
     # ----- state -------------------------------------------------------------------------------
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """This model's chunk state, in order (state_names(cfg))."""
+        return state_names(self.cfg)
+
     def state_spec(self) -> tuple[TensorSpec, ...]:
         c = self.cfg
         L, d, h = c.global_layers, c.mem_dim, c.mem_hidden
         W, R, D = c.local_window, c.latent_window, c.global_dim
-        return (
+        specs = (
             TensorSpec("context", (max(c.hash_ngrams) - 1,), torch.int32),  # last tokens, for hashes
             TensorSpec("seen", (1,), torch.float32),  # bytes seen so far, capped at local_window
             TensorSpec("prev_patch", (D,), torch.float32),  # global output of the last patch
@@ -107,6 +137,8 @@ class NeatModel(nn.Module):
             TensorSpec("mem_s1", (L, d, h), torch.float32),
             TensorSpec("mem_s2", (L, h, d), torch.float32),
         )
+        names = self.state_names
+        return tuple(s for s in specs if s.name in names)
 
     def init_state(self, batch: int) -> tuple[torch.Tensor, ...]:
         """The state before the first chunk of every sequence."""
@@ -116,44 +148,37 @@ class NeatModel(nn.Module):
         def zeros(name: str) -> torch.Tensor:
             return torch.zeros((batch, *spec[name].shape), dtype=spec[name].dtype, device=dev)
 
-        w1 = torch.stack([layer.memory.w1_init for layer in self.layers])  # (L, d, h)
-        w2 = torch.stack([layer.memory.w2_init for layer in self.layers])
-        return (
-            torch.full((batch, *spec["context"].shape), PAD_ID, dtype=torch.int32, device=dev),
-            zeros("seen"),
-            zeros("prev_patch"),
-            zeros("dispatch"),
-            zeros("modality"),
-            zeros("enc_window"),
-            zeros("dec_window"),
-            zeros("lat_window"),
-            zeros("lat_valid"),
-            w1.detach().expand(batch, -1, -1, -1).clone(),
-            w2.detach().expand(batch, -1, -1, -1).clone(),
-            zeros("mem_s1"),
-            zeros("mem_s2"),
-        )
+        init = {name: zeros(name) for name in spec if name != "context"}
+        init["context"] = torch.full((batch, *spec["context"].shape), PAD_ID, dtype=torch.int32, device=dev)
+        if self.cfg.memory:
+            for name in ("w1", "w2"):
+                w = torch.stack([getattr(layer.memory, f"{name}_init") for layer in self.layers])  # (L, ., .)
+                init[f"mem_{name}"] = w.detach().expand(batch, -1, -1, -1).clone()
+        return tuple(init[name] for name in self.state_names)
 
     def state_bounds(self) -> dict[str, float]:
         """The largest magnitude each float state can take after any input of any length, by construction:
         windows and patch outputs are RMSNorm outputs, the dispatch state a mean of them and a capped count,
         the memory norm-clipped (neat.titans), the modality count capped at one image."""
         c = self.cfg
-        return {
+        bounds = {
             "seen": float(c.local_window),
             "prev_patch": norm_bound(self.norm),
-            "dispatch": max(norm_bound(self.dispatch.norm), DISPATCH_HORIZON),
             "modality": float(c.image_tokens),
             "enc_window": norm_bound(self.encoder.block.norm1),
             "dec_window": norm_bound(self.decoder.block.norm1),
             "lat_window": max(norm_bound(layer.norm1) for layer in self.layers),
             "lat_valid": 1.0,
-            "mem_w1": WEIGHT_MAX, "mem_w2": WEIGHT_MAX, "mem_s1": MOMENTUM_MAX, "mem_s2": MOMENTUM_MAX,
         }
+        if c.experts:
+            bounds["dispatch"] = max(norm_bound(self.dispatch.norm), DISPATCH_HORIZON)
+        if c.memory:
+            bounds.update(mem_w1=WEIGHT_MAX, mem_w2=WEIGHT_MAX, mem_s1=MOMENTUM_MAX, mem_s2=MOMENTUM_MAX)
+        return bounds
 
     # ----- forward -----------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, *state: torch.Tensor, alpha: torch.Tensor | None = None):
-        """tokens int32 (B, T), *state as in STATE_NAMES -> (logits (B, T, V), *new_state).
+        """tokens int32 (B, T), *state as in self.state_names -> (logits (B, T, V), *new_state).
 
         alpha (B, K), optional: a caller-given expert mix that replaces the dispatch pass's own.
         """
@@ -162,8 +187,12 @@ class NeatModel(nn.Module):
 
     def forward_detailed(self, tokens, state, alpha=None) -> dict:
         cfg = self.cfg
-        (context, seen, prev_patch, disp_state, mod_state, enc_win, dec_win, lat_win, lat_valid,
-         w1, w2, s1, s2) = state
+        S = dict(zip(self.state_names, state, strict=True))
+        context, seen, prev_patch, mod_state = S["context"], S["seen"], S["prev_patch"], S["modality"]
+        enc_win, dec_win, lat_win, lat_valid = S["enc_window"], S["dec_window"], S["lat_window"], S["lat_valid"]
+        if alpha is not None and not cfg.experts:
+            raise NoExpertsError(f"an expert mix was given to the {cfg.name} model, which has no experts "
+                                 "(cfg.experts is empty): call it without alpha")
         T, W, R = cfg.chunk_len, cfg.local_window, cfg.latent_window
         byte_bias = self.byte_causal + carried_key_bias(seen, W, T)  # (B, 1, T, W + T)
         # BLT patching: entropy of the frozen entropy model -> boundaries -> one-hot assignment
@@ -175,8 +204,11 @@ class NeatModel(nn.Module):
         x, patches, new_context, new_enc = self.encoder(tokens, context, mod_state, P, enc_win, byte_bias)
 
         # Transformer² pass 1: dispatch -> expert mix per patch slot
-        disp_logits, new_disp = self.dispatch(patches, valid, disp_state)  # (B, Pm, K)
-        mix = torch.softmax(disp_logits, dim=-1) if alpha is None else alpha[:, None, :].expand_as(disp_logits)
+        new = {}
+        disp_logits = mix = None  # without experts: no dispatch pass, plain MLPs
+        if cfg.experts:
+            disp_logits, new["dispatch"] = self.dispatch(patches, valid, S["dispatch"])  # (B, Pm, K)
+            mix = torch.softmax(disp_logits, dim=-1) if alpha is None else alpha[:, None, :].expand_as(disp_logits)
 
         # latent transformer over patch slots with Titans memory (pass 2 uses the mix)
         key_ok = torch.cat([torch.ones_like(valid[:, :1]).expand(-1, cfg.persistent_tokens), lat_valid, valid], 1)
@@ -188,11 +220,13 @@ class NeatModel(nn.Module):
         new_mem, new_win = [], []
         for i, layer in enumerate(self.layers):
             past = lat_win[:, i]  # (B, R, D)
-            h, normed, *mem = layer(h, bias, valid, mix, past, w1[:, i], w2[:, i], s1[:, i], s2[:, i])
+            mem = [S[n][:, i] for n in MEMORY_STATE] if cfg.memory else None
+            h, normed, mem = layer(h, bias, valid, mix, past, mem)
             new_win.append(sel @ torch.cat([past, normed], 1))  # (B, R, D)
             new_mem.append(mem)
         h = self.norm(h)  # (B, Pm, D)
-        new_w1, new_w2, new_s1, new_s2 = (torch.stack(t, dim=1) for t in zip(*new_mem))
+        if cfg.memory:
+            new.update(zip(MEMORY_STATE, (torch.stack(t, dim=1) for t in zip(*new_mem))))
 
         # local decoder reads the previous patch's global output; the last real patch is carried over
         g_shift = torch.cat([prev_patch[:, None], h[:, :-1]], dim=1)  # (B, Pm, D)
@@ -200,15 +234,16 @@ class NeatModel(nn.Module):
         new_prev = (last[:, None, :] @ h)[:, 0]  # (B, D)
         logits, new_dec = self.decoder(x, g_shift, pid, dec_win, byte_bias)  # (B, T, V), (B, W, d)
         mask, new_mod = self.modality(tokens, mod_state)
-        new_seen = (seen + T).clamp(max=float(W))
+        new.update(context=new_context, seen=(seen + T).clamp(max=float(W)), prev_patch=new_prev, modality=new_mod,
+                   enc_window=new_enc, dec_window=new_dec, lat_window=torch.stack(new_win, dim=1),
+                   lat_valid=new_lat_valid)
         return {
             "logits": logits + mask,
             "entropy_logits": ent_logits,
-            "dispatch_logits": disp_logits,
+            "dispatch_logits": disp_logits,  # None without experts
             "patch_starts": b,
             "valid": valid,
-            "state": (new_context, new_seen, new_prev, new_disp, new_mod, new_enc, new_dec,
-                      torch.stack(new_win, dim=1), new_lat_valid, new_w1, new_w2, new_s1, new_s2),
+            "state": tuple(new[name] for name in self.state_names),
         }
 
     @torch.no_grad()
@@ -225,6 +260,9 @@ class NeatModel(nn.Module):
 
     def factor_svf(self) -> "NeatModel":
         """The Transformer² build step: SVD every latent MLP weight; the model then takes expert vectors."""
+        if not self.cfg.experts:
+            raise NoExpertsError(f"the {self.cfg.name} model has no experts (cfg.experts is empty), so there is "
+                                 "no SVF build step: leave factor_svf out for it")
         for layer in self.layers:
             layer.mlp.up = layer.mlp.up.factor(self.cfg.n_experts)
             layer.mlp.down = layer.mlp.down.factor(self.cfg.n_experts)

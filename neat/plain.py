@@ -64,6 +64,8 @@ class PlainModel(nn.Module):
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         self.register_buffer("bias", causal_window_bias(C + T, C + T), persistent=False)  # causal
 
+    state_names = ("context",)  # its one state tensor, named as NEAT's
+
     def init_state(self, batch: int) -> tuple[torch.Tensor]:
         return (torch.full((batch, self.cfg.context), PAD_ID, dtype=torch.int32, device=self.head.weight.device),)
 

@@ -42,6 +42,9 @@ def eval_tables(r: dict) -> list[Table]:
         ref = None if name == "carried" else carried
         bits.add_row(label, *(_cell(by[t], ref and ref[t]) for t in tasks),
                      _cell(text(by), ref and text(ref)), mflop(r) if name == "carried" else "")
+    for name, why in r.get("skipped_conditions", {}).items():  # a mechanism the model was configured without
+        bits.add_row(CONDITION_LABELS.get(name, "  expert forced: " + name.removeprefix("expert_")),
+                     *(why if i == 0 else "" for i in range(len(tasks))), "", "")
     for name, by in r["baselines"].items():
         bits.add_row(BASELINE_LABELS.get(name, name), *(_cell(by.get(t), by.get(t) and carried[t]) for t in tasks),
                      _cell(by["text"], text(carried)), mflop(by))
@@ -52,8 +55,11 @@ def eval_tables(r: dict) -> list[Table]:
     acc, maj = r["image_accuracy"], f"{r['image_majority_accuracy']:.1%}"
     other.add_row("image-token accuracy, map in the same chunk", f"{acc['same']:.1%}", maj, "most frequent code")
     other.add_row("image-token accuracy, map in the previous chunk", f"{acc['previous']:.1%}", maj, "most frequent code")
-    other.add_row("dispatch accuracy (one chunk)", f"{r['dispatch_accuracy']:.1%}",
-                  f"{r['dispatch_majority_accuracy']:.1%}", "majority class")
+    if r["dispatch_accuracy"] is None:
+        other.add_row("dispatch accuracy (one chunk)", "no experts", "", "")
+    else:
+        other.add_row("dispatch accuracy (one chunk)", f"{r['dispatch_accuracy']:.1%}",
+                      f"{r['dispatch_majority_accuracy']:.1%}", "majority class")
     other.add_row("mean patch length (bytes)", f"{r['mean_patch_bytes']:.2f}", "", "")
     other.add_row("max |state| / bound over the streams", f"{r['max_state_over_bound']:.3f}",
                   "", "finite" if r["finite"] else "NOT FINITE")
@@ -62,7 +68,7 @@ def eval_tables(r: dict) -> list[Table]:
     for col in ("bar", "value", "met"):
         bars.add_column(col)
     for b in r["bars"]:  # accuracies as percentages, bounds as ratios, the rest as relative changes
-        value = (f"{b['value']:.1%}" if "accuracy" in b["bar"] else
+        value = (b.get("note", "-") if b["value"] is None else f"{b['value']:.1%}" if "accuracy" in b["bar"] else
                  f"{b['value']:.3f}" if "bound" in b["bar"] else f"{b['value']:+.1%}")
         bars.add_row(b["bar"], value, "[green]met[/green]" if b["met"] else "[red]MISSED[/red]")
     return [bits, other, bars]

@@ -51,6 +51,8 @@ of hd = dim / H; keys of the byte windows before RoPE, applied per step):
     lat_k, lat_v (B, L, Hg, Np + R + Pm, D / Hg) latent keys/values: persistent, carried, this chunk's slots
     lat_window (B, L, R, D), lat_valid (B, R) the carried patches (as in the chunk state)
     mem_w1, mem_w2, mem_s1, mem_s2 (B, L, ...) the memory as of the current memory chunk's start
+A model without memory (cfg.memory False) carries no mem_*, one without experts no disp, disp_sum:
+`step_state_names(cfg)` is the state of a model of that config.
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ from neat.blt import entropy
 from neat.config import BOI_ID, EOI_ID, FIRST_CODE_ID, NEG
 from neat.errors import NeatError
 from neat.layers import carried_key_bias, l2norm
-from neat.model import NeatModel, last_real
+from neat.model import MEMORY_STATE, NeatModel, last_real
 from neat.step_cache import decoder_read, keep, latent_kv, onehot, put_row, read_kv, window_step
 from neat.svf import DISPATCH_HORIZON, running_mean
 from neat.titans import memory_apply
@@ -71,6 +73,13 @@ STEP_STATE_NAMES = ("context", "pos", "npatch", "ent_prev", "seen", "mod_raw", "
                     "gbuf", "read_k", "read_v", "lat_cache", "lat_k", "lat_v", "lat_window", "lat_valid",
                     "mem_w1", "mem_w2", "mem_s1", "mem_s2")
 WINDOW_KV = ("enc_k", "enc_v", "dec_k", "dec_v")
+EXPERT_STEP_STATE = ("disp", "disp_sum")  # only with cfg.experts
+
+
+def step_state_names(cfg) -> tuple[str, ...]:
+    """The step state a model of this config carries, in order: STEP_STATE_NAMES less the absent mechanisms'."""
+    absent = (() if cfg.memory else MEMORY_STATE) + (() if cfg.experts else EXPERT_STEP_STATE)
+    return tuple(n for n in STEP_STATE_NAMES if n not in absent)
 GATE_INPUTS = ("context", "pos", "npatch", "ent_prev")  # what needs_patch reads of the state (`gate`)
 
 
@@ -88,6 +97,7 @@ class DecodeStep(nn.Module):
             raise StepStateError(f"DecodeStep steps a NeatModel, not a {model.cfg.arch!r} model: load a NEAT "
                                  "checkpoint (the plain baseline has no decode step)")
         self.model = model
+        self.names = step_state_names(model.cfg)  # this model's step state, in order
 
     # ----- state ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -104,7 +114,9 @@ class DecodeStep(nn.Module):
         """from_chunk_state; windows: the byte windows' keys/values (WINDOW_KV) where they are at hand (a
         restart: the commit passes the windows through), else projected from the chunk state's windows."""
         m, c = self.model, self.model.cfg
-        (context, seen, prev_patch, disp, mod, enc_win, dec_win, lat_win, lat_valid, w1, w2, s1, s2) = state
+        C = dict(zip(m.state_names, state, strict=True))
+        context, seen, prev_patch, enc_win, dec_win = C["context"], C["seen"], C["prev_patch"], C["enc_window"], C["dec_window"]
+        lat_win = C["lat_window"]
         B, f = context.shape[0], seen.dtype
         T, Pm, D, L = c.chunk_len, c.max_patches, c.global_dim, c.global_layers
         He = c.ent_heads
@@ -117,15 +129,20 @@ class DecodeStep(nn.Module):
         read_k, read_v = read_kv(m.decoder, prev_patch, Pm)  # (B, Hl, Pm, d / Hl)
         lat_k, lat_v = latent_kv(m, lat_win)  # (B, L, Hg, Np + R + Pm, D / Hg)
         ent = (c.ent_layers, He, T, c.ent_dim // He)  # two tensors: aliased inputs would be one in an export
-        return (context, zeros(B, 1), zeros(B, 1), zeros(B, 1), seen, mod, disp, zeros(B, D), zeros(B, *ent), zeros(B, *ent),
-                enc_win, enc_k, enc_v, dec_win, dec_k, dec_v, zeros(B, T, c.local_dim),
-                torch.full((B, T), -1.0, dtype=f, device=seen.device), zeros(B, *pool), zeros(B, *pool), gbuf,
-                read_k, read_v,
-                zeros(B, L, Pm, D), lat_k, lat_v, lat_win, lat_valid, w1, w2, s1, s2)
+        S = dict(context=context, pos=zeros(B, 1), npatch=zeros(B, 1), ent_prev=zeros(B, 1), seen=seen,
+                 mod_raw=C["modality"], ent_k=zeros(B, *ent), ent_v=zeros(B, *ent), enc_window=enc_win, enc_k=enc_k,
+                 enc_v=enc_v, dec_window=dec_win, dec_k=dec_k, dec_v=dec_v, xbuf=zeros(B, T, c.local_dim),
+                 pidbuf=torch.full((B, T), -1.0, dtype=f, device=seen.device), pool_k=zeros(B, *pool),
+                 pool_v=zeros(B, *pool), gbuf=gbuf, read_k=read_k, read_v=read_v, lat_cache=zeros(B, L, Pm, D),
+                 lat_k=lat_k, lat_v=lat_v, lat_window=lat_win, lat_valid=C["lat_valid"])
+        if c.experts:
+            S.update(disp=C["dispatch"], disp_sum=zeros(B, D))
+        S.update((n, C[n]) for n in MEMORY_STATE if c.memory)
+        return tuple(S[n] for n in self.names)
 
     def chunk_state(self, state) -> tuple[torch.Tensor, ...]:
         """The chunk state after a full chunk of steps (what NeatModel.forward returns for that chunk)."""
-        S = dict(zip(STEP_STATE_NAMES, state))
+        S = dict(zip(self.names, state, strict=True))
         if not bool((S["pos"] == self.model.cfg.chunk_len).all()):
             raise StepStateError(
                 f"chunk_state needs a full chunk of {self.model.cfg.chunk_len} steps, but positions are "
@@ -136,7 +153,7 @@ class DecodeStep(nn.Module):
     def forward(self, token: torch.Tensor, *state: torch.Tensor):
         """The whole step in one static graph: the latent layers run for one slot every step and their
         results are kept only where a patch completed (masked arithmetic)."""
-        S = dict(zip(STEP_STATE_NAMES, state))
+        S = dict(zip(self.names, state, strict=True))
         full, t, npatch, pid, close = self._plan(token, S)
         S = self._close(S, S["npatch"], close, full)
         S = self._restart(S, full)  # (a line of its own: fp32 scopes match call lines, see _restart)
@@ -147,7 +164,7 @@ class DecodeStep(nn.Module):
         """`forward` for a step state that is not full (fewer than T steps since its chunk started): a runtime
         that commits full states itself (`commit`, then from_chunk_state) steps with this, and the chunk
         restart is not masked into every step that closes a patch."""
-        S = dict(zip(STEP_STATE_NAMES, state))
+        S = dict(zip(self.names, state, strict=True))
         full, t, npatch, pid, close = self._plan(token, S)
         S = self._close(S, S["npatch"], close, full)  # (full: never set where this step is valid)
         S["pos"], S["npatch"] = t, npatch
@@ -156,7 +173,7 @@ class DecodeStep(nn.Module):
     def commit(self, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """chunk_state without its check, as a graph: the chunk state of a full step state (T steps since its
         chunk started; anything else gives a state that means nothing)."""
-        S = dict(zip(STEP_STATE_NAMES, state))
+        S = dict(zip(self.names, state, strict=True))
         done = S["pos"] >= 0.0  # (B, 1) all set, computed: coremltools fails on `&` with a constant bool tensor
         return self._commit(self._close(S, S["npatch"], done, done))
 
@@ -164,7 +181,7 @@ class DecodeStep(nn.Module):
         """(B, 1) bool: this token starts a patch (completing the one before) or follows a full chunk, so the
         step must run the latent layers (`forward`); where it is false everywhere, `byte_step` gives the same
         result for less."""
-        S = dict(zip(STEP_STATE_NAMES, state))
+        S = dict(zip(self.names, state, strict=True))
         return self.gate(token, *(S[n] for n in GATE_INPUTS))
 
     def gate(self, token: torch.Tensor, context: torch.Tensor, pos: torch.Tensor, npatch: torch.Tensor,
@@ -175,7 +192,7 @@ class DecodeStep(nn.Module):
 
     def byte_step(self, token: torch.Tensor, *state: torch.Tensor):
         """`forward` without the latent layers, for a token where `needs_patch` is false (the split entry point)."""
-        S = dict(zip(STEP_STATE_NAMES, state))
+        S = dict(zip(self.names, state, strict=True))
         _, t, npatch, pid, _ = self._plan(token, S)
         S["pos"], S["npatch"] = t, npatch
         return self._byte(token, S, pid)
@@ -185,7 +202,7 @@ class DecodeStep(nn.Module):
         chunk committed); elsewhere S as it is. Its own method: an fp16 artifact keeps this selection in fp32,
         else every full step would round the state it passes through (the entropy model's cache: H moves).
         fp32 scopes match the source lines of an op's stack, so its call line calls nothing else."""
-        fresh = dict(zip(STEP_STATE_NAMES, self._enter(self._commit(S), tuple(S[k] for k in WINDOW_KV))))
+        fresh = dict(zip(self.names, self._enter(self._commit(S), tuple(S[k] for k in WINDOW_KV))))
         return {k: v if fresh[k] is v else keep(full, fresh[k], v) for k, v in S.items()}  # passed through: as is
 
     def _plan(self, token, S):
@@ -229,7 +246,7 @@ class DecodeStep(nn.Module):
                  dec_k=dec_k, dec_v=dec_v,
                  xbuf=put_row(S["xbuf"], x, at), pidbuf=torch.where(at[:, 0] > 0, pid, S["pidbuf"]),
                  pool_k=put_row(S["pool_k"], pool_k, at), pool_v=put_row(S["pool_v"], pool_v, at))
-        return (logits, *(S[k] for k in STEP_STATE_NAMES))
+        return (logits, *(S[k] for k in self.names))
 
     def _entropy(self, token, ent_k, ent_v, t, at):
         """The entropy model for the byte at position t (B, 1), one-hot at (B, 1, T): causal over the chunk so
@@ -257,10 +274,11 @@ class DecodeStep(nn.Module):
         s = (npatch - 1.0).clamp(min=0.0, max=Pm - 1)  # (B, 1) the slot (with do unset: any valid index)
         f = s.dtype
         enc = m.encoder.pooled(S["xbuf"], (S["pidbuf"] == s).to(f)[..., None], S["pool_k"], S["pool_v"])  # (B, 1, D)
-        # Transformer² pass 1 on the patches so far (the running mean), pass 2 mix
-        disp_sum = S["disp_sum"][:, None] + m.dispatch.norm(enc)  # (B, 1, D)
-        rep = running_mean(S["disp"][:, None, :-1], S["disp"][:, None, -1:], disp_sum, (s + 1.0)[..., None])
-        mix = torch.softmax(m.dispatch.head(torch.nn.functional.silu(m.dispatch.hidden(rep))), dim=-1)  # (B, 1, K)
+        mix = None  # without experts: plain MLPs
+        if c.experts:  # Transformer² pass 1 on the patches so far (the running mean), pass 2 mix
+            disp_sum = S["disp_sum"][:, None] + m.dispatch.norm(enc)  # (B, 1, D)
+            rep = running_mean(S["disp"][:, None, :-1], S["disp"][:, None, -1:], disp_sum, (s + 1.0)[..., None])
+            mix = torch.softmax(m.dispatch.head(torch.nn.functional.silu(m.dispatch.hidden(rep))), dim=-1)  # (B, 1, K)
         # latent layers for this slot: keys are persistent, carried and this chunk's slots 0..s
         sp = onehot(s, Pm)  # (B, 1, Pm)
         slots = torch.arange(Pm, device=s.device, dtype=f)
@@ -275,33 +293,37 @@ class DecodeStep(nn.Module):
         at_key = torch.cat([torch.zeros_like(s[..., None]).expand(-1, -1, Np + c.latent_window), sp], -1)
         caches, lat_k, lat_v, mems = [], [], [], []
         for i, layer in enumerate(m.layers):
-            w = [S[k][:, i] for k in ("mem_w1", "mem_w2", "mem_s1", "mem_s2")]
             h = layer.norm1(x)
             cache = put_row(S["lat_cache"][:, i], h, sp)  # (B, Pm, D)
             kn, vn = layer.attn.kv(h)  # (B, Hg, 1, D / Hg)
             lk, lv = put_row(S["lat_k"][:, i], kn, at_key), put_row(S["lat_v"][:, i], vn, at_key)  # (B, Hg, N, .)
             a = layer.attn.attend(h, lk, lv, bias)
-            r = layer.memory.out(memory_apply(l2norm(layer.memory.q(h)), w[0], w[1]))  # weights before the chunk
-            g = torch.sigmoid(layer.gate(h))
-            x = x + g * a + (1.0 - g) * r
-            x = x + layer.mlp(layer.norm2(x), mix)
-            _, k, v, gates, theta = layer.memory.project(pick @ cache, row_ok)
-            new = layer.memory.update(k, v, gates, theta, row_ok, *w)
+            if c.memory:
+                w = [S[k][:, i] for k in MEMORY_STATE]
+                r = layer.memory.out(memory_apply(l2norm(layer.memory.q(h)), w[0], w[1]))  # weights before the chunk
+                g = torch.sigmoid(layer.gate(h))
+                x = x + g * a + (1.0 - g) * r
+                _, k, v, gates, theta = layer.memory.project(pick @ cache, row_ok)
+                new = layer.memory.update(k, v, gates, theta, row_ok, *w)
+                mems.append([keep(update, n, o) for n, o in zip(new, w)])
+            else:
+                x = x + a
+            x = x + layer.mlp_out(layer.norm2(x), mix)
             caches.append(cache)
             lat_k.append(lk)
             lat_v.append(lv)
-            mems.append([keep(update, n, o) for n, o in zip(new, w)])
         out = m.norm(x)  # (B, 1, D)
         S = dict(S)
         S["gbuf"] = keep(do, put_row(S["gbuf"], out, onehot(s + 1.0, Pm + 1)), S["gbuf"])
         rk, rv = m.decoder.cross.kv(m.decoder.norm_kv(out))  # (B, Hl, 1, d / Hl): slot s + 1 (none past Pm - 1)
         S["read_k"] = keep(do, put_row(S["read_k"], rk, onehot(s + 1.0, Pm)), S["read_k"])
         S["read_v"] = keep(do, put_row(S["read_v"], rv, onehot(s + 1.0, Pm)), S["read_v"])
-        S["disp_sum"] = keep(do, disp_sum[:, 0], S["disp_sum"])
+        if c.experts:
+            S["disp_sum"] = keep(do, disp_sum[:, 0], S["disp_sum"])
         S["lat_cache"] = keep(do, torch.stack(caches, dim=1), S["lat_cache"])
         S["lat_k"] = keep(do, torch.stack(lat_k, dim=1), S["lat_k"])
         S["lat_v"] = keep(do, torch.stack(lat_v, dim=1), S["lat_v"])
-        for j, k in enumerate(("mem_w1", "mem_w2", "mem_s1", "mem_s2")):
+        for j, k in enumerate(MEMORY_STATE if c.memory else ()):
             S[k] = torch.stack([mem[j] for mem in mems], dim=1)
         return S
 
@@ -317,10 +339,14 @@ class DecodeStep(nn.Module):
         lat_window = torch.stack([sel @ torch.cat([S["lat_window"][:, i], S["lat_cache"][:, i]], 1)
                                   for i in range(c.global_layers)], dim=1)  # (B, L, R, D)
         prev = (onehot(n, Pm + 1) @ S["gbuf"])[:, 0]  # (B, D) output of the last real slot
-        mean, n0 = S["disp"][:, :-1], S["disp"][:, -1:]
-        disp = torch.cat([running_mean(mean, n0, S["disp_sum"], n), (n0 + n).clamp(max=DISPATCH_HORIZON)], dim=-1)
         inside = S["mod_raw"][:, :1].clamp(0.0, 1.0)
         mod = torch.cat([inside, (S["mod_raw"][:, 1:] * inside).clamp(0.0, float(c.image_tokens))], dim=1)
         seen = (S["seen"] + T).clamp(max=float(W))
-        return (S["context"], seen, prev, disp, mod, S["enc_window"], S["dec_window"], lat_window, lat_valid,
-                S["mem_w1"], S["mem_w2"], S["mem_s1"], S["mem_s2"])
+        out = dict(context=S["context"], seen=seen, prev_patch=prev, modality=mod, enc_window=S["enc_window"],
+                   dec_window=S["dec_window"], lat_window=lat_window, lat_valid=lat_valid)
+        if c.experts:
+            mean, n0 = S["disp"][:, :-1], S["disp"][:, -1:]
+            out["dispatch"] = torch.cat([running_mean(mean, n0, S["disp_sum"], n),
+                                         (n0 + n).clamp(max=DISPATCH_HORIZON)], dim=-1)
+        out.update((k, S[k]) for k in MEMORY_STATE if c.memory)
+        return tuple(out[k] for k in self.model.state_names)

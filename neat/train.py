@@ -7,7 +7,8 @@
    (truncated back-propagation), so the memory is trained in the regime it meets over thousands of bytes:
    cross-entropy + MVoT token discrepancy loss at image positions + dispatch cross-entropy.
 3. experts: the Transformer² build step (SVD of the latent MLPs), then only the expert vectors Z are
-   trained, each on its own task through a caller-given one-hot mix.
+   trained, each on its own task through a caller-given one-hot mix. Skipped for a model without experts
+   (`TrainSettings.experts` False: cfg.experts empty); `memory` False trains one without the Titans memory.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ GRID_TRAIN_SAMPLES = 6000
 GRID_TRAIN_SEED, GRID_HELDOUT_SEED = 1, 2
 RECALL_TRAIN_BYTES = 4_000_000  # key-value recall episodes generated for training (--extra-task recall)
 STREAM_CHUNKS = 32    # chunks per training stream before it restarts (state reset) somewhere else
+BASE_TASKS = ("prose", "code", "grid")  # what a model without experts trains on (with experts: the experts' tasks)
 
 
 @dataclass
@@ -53,6 +55,14 @@ class TrainSettings:
     threads: int = 0              # torch CPU threads; 0 keeps torch's default
     plain_size: str = "plain"     # arch "plain": which baseline (neat.plain.PLAIN_PRESETS)
     extra_tasks: tuple[str, ...] = ()  # tasks no expert owns, read beside the experts' in stage 2 ("recall")
+    memory: bool = True           # False: no Titans memory (no memory weights, no memory state)
+    experts: bool = True          # False: no Transformer² (plain latent MLPs, no dispatch; stage 3 skipped)
+
+
+def model_config(s: TrainSettings) -> NeatConfig:
+    """The config `train` builds: the preset, less the mechanisms the settings turn off."""
+    cfg = preset(s.preset)
+    return cfg.replace(memory=cfg.memory and s.memory, experts=cfg.experts if s.experts else ())
 
 
 Report = Callable[[str, int, int, dict], None]  # (stage, step, total, figures)
@@ -83,9 +93,9 @@ class StreamBatch:
     def __init__(self, streams, tasks, rng, batch: int, chunk_len: int, stream_chunks: int = STREAM_CHUNKS,
                  experts=None):
         self.streams, self.rng, self.T, self.stream_chunks = streams, rng, chunk_len, stream_chunks
-        experts = list(experts or tasks)
+        experts = list(tasks if experts is None else experts)
         self.tasks = [tasks[i % len(tasks)] for i in range(batch)]
-        self.labels = torch.tensor([experts.index(t) if t in experts else -1 for t in self.tasks])
+        self.labels = torch.tensor([experts.index(t) if t in experts else -1 for t in self.tasks])  # (batch,)
         self.pos = [0] * batch
         self.left = [-(i * stream_chunks // batch) for i in range(batch)]  # <= 0: start (staggered) now
 
@@ -145,6 +155,8 @@ def sequence_loss(model: NeatModel, tokens: torch.Tensor, labels: torch.Tensor, 
             img_logits = logits[img][:, FIRST_CODE_ID:]
             disc_sum = disc_sum + discrepancy_loss(img_logits, y[img] - FIRST_CODE_ID, model.codebook.codes)
         valid = out["valid"].bool()
+        if out["dispatch_logits"] is None:  # no experts: no dispatch pass to train
+            continue
         d_logits = out["dispatch_logits"][valid]
         d_labels = labels[:, None].expand_as(out["valid"])[valid]
         if (d_labels >= 0).any():  # rows of a task no expert owns (-1) are not in the dispatch loss
@@ -231,17 +243,18 @@ def train(s: TrainSettings, report: Report | None = None) -> tuple[NeatModel, di
         raise ValueError(f"unknown architecture {s.arch!r}: choose neat or plain")
     torch.manual_seed(s.seed)
     rng = np.random.default_rng(s.seed)
-    cfg = preset(s.preset)
+    cfg = model_config(s)
     t_start = time.perf_counter()
     codes = learn_codebook(cfg, seed=s.seed)
     streams = build_streams(cfg, codes, held_out=False, extra=s.extra_tasks)
     model = NeatModel(cfg)
     model.codebook.codes.data = torch.from_numpy(codes)
     T, experts = cfg.chunk_len, cfg.experts
+    base_tasks = experts or BASE_TASKS
 
     # stage 1: the entropy model
     def entropy_loss():
-        tok, _ = _batch(streams, experts, rng, s.batch * 2, T + 1)
+        tok, _ = _batch(streams, base_tasks, rng, s.batch * 2, T + 1)
         logits = model.entropy(tok[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tok[:, 1:].long().reshape(-1))
         return loss, {"loss": loss.item(), "tokens": tok.numel()}
@@ -253,13 +266,28 @@ def train(s: TrainSettings, report: Report | None = None) -> tuple[NeatModel, di
     model.entropy.requires_grad_(False)
 
     # stage 2: the base model, on persistent streams
-    tasks = (*experts, *s.extra_tasks)
+    tasks = (*base_tasks, *s.extra_tasks)
     base_loss = _stream_loss(model, StreamBatch(streams, tasks, rng, s.batch, T, experts=experts), s.chunks)
 
     base_params = [p for p in model.parameters() if p.requires_grad]
     _run_stage("base", base_params, s.base_steps, s, base_loss, report)
 
-    # stage 3: SVD build step, then the expert vectors on their own tasks
+    expert_steps = s.expert_steps if experts else 0
+    if experts:
+        _train_experts(model, streams, rng, s, report)
+    model.eval()
+    info = {
+        "preset": s.preset, "seed": s.seed, "entropy_threshold": theta, "memory": cfg.memory, "experts": list(experts),
+        "steps": {"entropy": s.entropy_steps, "base": s.base_steps, "experts": expert_steps},
+        "batch": s.batch, "chunks": s.chunks, "stream_chunks": STREAM_CHUNKS, "extra_tasks": list(s.extra_tasks),
+        "train_seconds": round(time.perf_counter() - t_start, 1),
+    }
+    return model, info
+
+
+def _train_experts(model: NeatModel, streams, rng, s: TrainSettings, report: Report | None) -> None:
+    """Stage 3: SVD build step, then the expert vectors on their own tasks."""
+    T, experts = model.cfg.chunk_len, model.cfg.experts
     model.factor_svf()
     model.requires_grad_(False)
     z_params = []
@@ -272,11 +300,3 @@ def train(s: TrainSettings, report: Report | None = None) -> tuple[NeatModel, di
     expert_loss = _stream_loss(model, StreamBatch(streams, experts, rng, s.batch, T), s.chunks, onehot)
 
     _run_stage("experts", z_params, s.expert_steps, s, expert_loss, report)
-    model.eval()
-    info = {
-        "preset": s.preset, "seed": s.seed, "entropy_threshold": theta,
-        "steps": {"entropy": s.entropy_steps, "base": s.base_steps, "experts": s.expert_steps},
-        "batch": s.batch, "chunks": s.chunks, "stream_chunks": STREAM_CHUNKS, "extra_tasks": list(s.extra_tasks),
-        "train_seconds": round(time.perf_counter() - t_start, 1),
-    }
-    return model, info

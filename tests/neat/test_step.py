@@ -39,7 +39,7 @@ def check_stream(model, tokens: torch.Tensor) -> None:
     for c, (want_logits, want_state) in enumerate(model.forward_stream(tokens)):
         got_logits, state = steps(step, tokens[:, c * T : (c + 1) * T], state)
         assert close(got_logits, want_logits), f"logits differ in chunk {c}"
-        for name, got, want in zip(STEP_STATE_NAMES, step.chunk_state(state), want_state):
+        for name, got, want in zip(model.state_names, step.chunk_state(state), want_state, strict=True):
             assert got.dtype == want.dtype and close(got, want), f"state {name} differs after chunk {c}"
 
 
@@ -59,6 +59,24 @@ def test_steps_reproduce_chunks_with_image_tokens_and_patch_overflow(random_mode
     tokens = torch.randint(0, cfg.vocab_size, (2, 4 * cfg.chunk_len), generator=torch.Generator().manual_seed(1),
                            dtype=torch.int32)
     check_stream(random_model, tokens)
+
+
+@pytest.mark.parametrize("changes", [{"memory": False}, {"experts": ()}, {"memory": False, "experts": ()}],
+                         ids=["no-memory", "no-experts", "neither"])
+@torch.no_grad()
+def test_steps_reproduce_chunks_without_memory_or_experts(changes):
+    """The step state follows the config (no mem_* without memory, no disp without experts); a nano model of
+    each (micro over 32-byte chunks, 8 patch slots), any token of the vocabulary, a boundary at most bytes."""
+    from neat import NeatModel, preset
+
+    torch.manual_seed(0)
+    cfg = preset("micro").replace(entropy_threshold=5.2, chunk_len=32, max_patches=8, local_window=16,
+                                  persistent_tokens=1, **changes)
+    model = NeatModel(cfg)
+    model = (model.factor_svf() if cfg.experts else model).eval()
+    tokens = torch.randint(0, cfg.vocab_size, (2, 3 * cfg.chunk_len), generator=torch.Generator().manual_seed(1),
+                           dtype=torch.int32)
+    check_stream(model, tokens)
 
 
 def recompute_greedy(model, prompt: torch.Tensor, n: int) -> list[int]:
