@@ -13,8 +13,9 @@ from pathlib import Path
 LABEL = "torch.compile"
 
 
-def session(bundle: str | Path, threads: int | None = None):
-    """A Session over the bundle's reference weights compiled by torch.compile (default Inductor backend);
+def session(bundle: str | Path, threads: int | None = None, backend: str = "inductor"):
+    """A Session over the bundle's reference weights compiled by torch.compile (`backend`: Inductor, what a
+    user gets by default; "eager" traces with Dynamo and runs the graphs as they are, no code generated);
     threads as in runtimes.load (runtimes.threads)."""
     import torch
 
@@ -35,7 +36,7 @@ def session(bundle: str | Path, threads: int | None = None):
         model = build(reference_path(bundle, manifest)).eval()
         if method:
             model = model.entry_point(method).eval()
-        return torch_runner(torch.compile(model), copy=True, threads=counts.for_method(method or None))
+        return torch_runner(torch.compile(model, backend=backend), copy=True, threads=counts.for_method(method or None))
 
     s = Session(bundle, manifest, runner(), Choice(LABEL, EAGER, "the eager reference under torch.compile "
                                                    "(for comparison: never picked by runtimes.load)"), runner)
