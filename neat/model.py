@@ -31,10 +31,16 @@ MEMORY_STATE = ("mem_w1", "mem_w2", "mem_s1", "mem_s2")  # only with cfg.memory
 EXPERT_STATE = ("dispatch",)  # only with cfg.experts
 
 
+def present(names: tuple[str, ...], cfg: NeatConfig,
+            expert_names: tuple[str, ...] = EXPERT_STATE) -> tuple[str, ...]:
+    """`names` less those of the mechanisms this config leaves out (MEMORY_STATE, `expert_names`), in order."""
+    absent = (() if cfg.memory else MEMORY_STATE) + (() if cfg.experts else expert_names)
+    return tuple(n for n in names if n not in absent)
+
+
 def state_names(cfg: NeatConfig) -> tuple[str, ...]:
-    """The chunk state a model of this config carries, in order: STATE_NAMES less the absent mechanisms'."""
-    absent = (() if cfg.memory else MEMORY_STATE) + (() if cfg.experts else EXPERT_STATE)
-    return tuple(n for n in STATE_NAMES if n not in absent)
+    """The chunk state a model of this config carries, in order."""
+    return present(STATE_NAMES, cfg)
 
 
 @dataclass(frozen=True)

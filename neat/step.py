@@ -63,7 +63,7 @@ from neat.blt import entropy
 from neat.config import BOI_ID, EOI_ID, FIRST_CODE_ID, NEG
 from neat.errors import NeatError
 from neat.layers import carried_key_bias, l2norm
-from neat.model import MEMORY_STATE, NeatModel, last_real
+from neat.model import MEMORY_STATE, NeatModel, last_real, present
 from neat.step_cache import decoder_read, keep, latent_kv, onehot, put_row, read_kv, window_step
 from neat.svf import DISPATCH_HORIZON, running_mean
 from neat.titans import memory_apply
@@ -77,9 +77,8 @@ EXPERT_STEP_STATE = ("disp", "disp_sum")  # only with cfg.experts
 
 
 def step_state_names(cfg) -> tuple[str, ...]:
-    """The step state a model of this config carries, in order: STEP_STATE_NAMES less the absent mechanisms'."""
-    absent = (() if cfg.memory else MEMORY_STATE) + (() if cfg.experts else EXPERT_STEP_STATE)
-    return tuple(n for n in STEP_STATE_NAMES if n not in absent)
+    """The step state a model of this config carries, in order."""
+    return present(STEP_STATE_NAMES, cfg, EXPERT_STEP_STATE)
 GATE_INPUTS = ("context", "pos", "npatch", "ent_prev")  # what needs_patch reads of the state (`gate`)
 
 
