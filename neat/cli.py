@@ -68,6 +68,9 @@ def main(debug: bool) -> None:
               help="Train without the Titans memory: no memory weights and no memory state in any artifact.")
 @click.option("--no-experts", "experts", flag_value=False, default=None,
               help="Train without Transformer² experts: plain latent MLPs, no dispatch pass; stage 3 is skipped.")
+@click.option("--set", "sizes", multiple=True, metavar="FIELD=N",
+              help="Change one size of the preset, repeatable: e.g. --set local_dim=128 --set local_window=64 "
+                   "(widths, depths, heads, windows; see neat.config.SIZE_FIELDS). Recorded in the checkpoint.")
 @QUIET
 def train(out: Path, preset: str, arch: str, seed: int, **overrides) -> None:
     """Train a NEAT model (or the plain baseline) from scratch and save a checkpoint.
@@ -76,10 +79,14 @@ def train(out: Path, preset: str, arch: str, seed: int, **overrides) -> None:
     read as persistent 4 KB streams with the state carried between steps. The defaults train the shipped
     checkpoints (see the README for how long that took)."""
     from neat.progress import rich_reporter
-    from neat.train import TrainSettings, train as run_training
+    from neat.train import TrainSettings, model_config, train as run_training
     from neat.checkpoint import save_checkpoint
 
     settings = TrainSettings(preset=preset, arch=arch, seed=seed, **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        model_config(settings)  # a bad preset or --set fails here, before any data is built
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--preset/--set") from None
     with rich_reporter() as report:
         model, info = run_training(settings, report)
     save_checkpoint(model, out, info)

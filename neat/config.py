@@ -119,6 +119,29 @@ PRESETS: dict[str, NeatConfig] = {
 }
 
 
+# sizes `neat train --set` may change: widths, depths, heads and windows (not the state layout's chunking, the
+# image format or the mechanisms, which have their own switches)
+SIZE_FIELDS = ("ent_dim", "ent_layers", "ent_heads", "local_dim", "local_heads", "local_window", "latent_window",
+               "global_dim", "global_layers", "global_heads", "mlp_mult", "mem_dim", "mem_hidden", "hash_rows")
+
+
+def with_sizes(cfg: NeatConfig, pairs: tuple[str, ...]) -> NeatConfig:
+    """`cfg` with sizes changed by "field=value" pairs (e.g. "local_dim=128"); a clear ValueError otherwise."""
+    changes = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in SIZE_FIELDS:
+            raise ValueError(f"cannot set {pair!r}: give FIELD=INTEGER with FIELD one of {', '.join(SIZE_FIELDS)}")
+        try:
+            changes[key] = int(value)
+        except ValueError:
+            raise ValueError(f"cannot set {pair!r}: {value!r} is not an integer") from None
+        if changes[key] <= 0:
+            raise ValueError(f"cannot set {pair!r}: sizes are positive integers")
+    return cfg.replace(**changes)
+
+
 def preset(name: str) -> NeatConfig:
     try:
         return PRESETS[name]

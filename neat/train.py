@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from neat.bits import to_bits
-from neat.config import FIRST_CODE_ID, NeatConfig, preset
+from neat.config import FIRST_CODE_ID, NeatConfig, preset, with_sizes
 from neat.data import (RECALL_HELDOUT_SEED, RECALL_TRAIN_SEED, TaskStream, grid_stream, learn_codebook, recall_stream,
                        sample_windows, text_stream)
 from neat.model import NeatModel
@@ -57,11 +57,12 @@ class TrainSettings:
     extra_tasks: tuple[str, ...] = ()  # tasks no expert owns, read beside the experts' in stage 2 ("recall")
     memory: bool = True           # False: no Titans memory (no memory weights, no memory state)
     experts: bool = True          # False: no Transformer² (plain latent MLPs, no dispatch; stage 3 skipped)
+    sizes: tuple[str, ...] = ()   # "field=value" size changes to the preset (neat.config.SIZE_FIELDS)
 
 
 def model_config(s: TrainSettings) -> NeatConfig:
     """The config `train` builds: the preset, less the mechanisms the settings turn off."""
-    cfg = preset(s.preset)
+    cfg = with_sizes(preset(s.preset), s.sizes)
     return cfg.replace(memory=cfg.memory and s.memory, experts=cfg.experts if s.experts else ())
 
 
@@ -278,6 +279,7 @@ def train(s: TrainSettings, report: Report | None = None) -> tuple[NeatModel, di
     model.eval()
     info = {
         "preset": s.preset, "seed": s.seed, "entropy_threshold": theta, "memory": cfg.memory, "experts": list(experts),
+        "sizes": list(s.sizes),
         "steps": {"entropy": s.entropy_steps, "base": s.base_steps, "experts": expert_steps},
         "batch": s.batch, "chunks": s.chunks, "stream_chunks": STREAM_CHUNKS, "extra_tasks": list(s.extra_tasks),
         "train_seconds": round(time.perf_counter() - t_start, 1),
