@@ -132,7 +132,8 @@ def test_neat_train_without_memory_and_experts_records_the_config(tmp_path):
 
     out = tmp_path / "lean.safetensors"
     res = CliRunner().invoke(main, ["train", "--preset", "micro", "--no-memory", "--no-experts", "--out", str(out),
-                                    "--entropy-steps", "1", "--base-steps", "1", "--expert-steps", "3", "--batch", "3"],
+                                    "--entropy-steps", "1", "--base-steps", "1", "--expert-steps", "3", "--batch", "3",
+                                    "--set", "local_dim=48", "--set", "local-window=16"],
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert "base" in res.stderr and "experts" not in res.stderr  # stage 3 skipped
@@ -140,3 +141,18 @@ def test_neat_train_without_memory_and_experts_records_the_config(tmp_path):
     assert not model.cfg.memory and model.cfg.experts == () and not model.cfg.svf_factored
     assert info["steps"] == {"entropy": 1, "base": 1, "experts": 0} and info["memory"] is False and info["experts"] == []
     assert len(model.init_state(1)) == len(model.state_names) == 8
+    assert (model.cfg.local_dim, model.cfg.local_window) == (48, 16) and info["sizes"] == ["local_dim=48", "local-window=16"]
+
+
+@pytest.mark.parametrize("pair, says", [("foo=3", "FIELD one of"), ("local_dim=12x", "not an integer"),
+                                        ("local_dim=0", "positive"), ("local_dim=33", "divisible by its number of heads"),
+                                        ("chunk_len=64", "FIELD one of")])
+def test_neat_train_set_rejects_a_bad_size_before_building_data(pair, says, tmp_path):
+    from click.testing import CliRunner
+
+    from neat.cli import main
+
+    out = tmp_path / "never.safetensors"
+    res = CliRunner().invoke(main, ["train", "--preset", "micro", "--set", pair, "--out", str(out)])
+    assert res.exit_code == 2 and says in res.output and "Traceback" not in res.output, res.output
+    assert not out.exists()
