@@ -76,8 +76,13 @@ def train(out: Path, preset: str, arch: str, seed: int, **overrides) -> None:
     """Train a NEAT model (or the plain baseline) from scratch and save a checkpoint.
 
     Data is built on this machine: standard-library prose and code, and generated grid-world images,
-    read as persistent 4 KB streams with the state carried between steps. The defaults train the shipped
-    checkpoints (see the README for how long that took)."""
+    read as persistent 4 KB streams with the state carried between steps. The defaults train NEAT v2 (every
+    mechanism) and the shipped plain baseline; the shipped NEAT checkpoint is
+
+    \b
+      neat train --no-memory --no-experts --base-steps 3300 --set local_dim=112 --set local_window=64
+
+    (README, Training: what each took)."""
     from neat.progress import rich_reporter
     from neat.train import TrainSettings, model_config, train as run_training
     from neat.checkpoint import save_checkpoint

@@ -65,7 +65,8 @@ def test_adversarial_streams_stay_finite_and_bounded_with_extreme_gates(random_m
     assert max(worst["mem_w1"], worst["mem_w2"]) > 0.5  # the memory really was driven towards its bound
 
 
-def test_adversarial_streams_stay_finite_and_bounded_with_the_shipped_weights(shipped_model):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_adversarial_streams_stay_finite_and_bounded_with_the_shipped_weights(shipped_model, dtype):
     import copy
 
-    run_bounded(copy.deepcopy(shipped_model), torch.float32)
+    run_bounded(copy.deepcopy(shipped_model), dtype)
