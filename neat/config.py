@@ -64,6 +64,9 @@ class NeatConfig:
             raise ValueError(f"local_window ({self.local_window}) must be at most chunk_len ({self.chunk_len})")
         if self.local_dim % self.local_heads or self.global_dim % self.global_heads or self.ent_dim % self.ent_heads:
             raise ValueError("every model width must be divisible by its number of heads")
+        if (self.local_dim // self.local_heads) % 2:  # rotary position embeddings rotate pairs of channels
+            raise ValueError(f"local_dim / local_heads ({self.local_dim} / {self.local_heads}) must be even: "
+                             "the byte layers' rotary embeddings rotate pairs of channels")
         if not isinstance(self.memory, bool):
             raise ValueError(f"memory must be True or False, not {self.memory!r}")
         if not isinstance(self.experts, tuple) or not all(isinstance(e, str) and e for e in self.experts):

@@ -146,6 +146,7 @@ def test_neat_train_without_memory_and_experts_records_the_config(tmp_path):
 
 @pytest.mark.parametrize("pair, says", [("foo=3", "FIELD one of"), ("local_dim=12x", "not an integer"),
                                         ("local_dim=0", "positive"), ("local_dim=33", "divisible by its number of heads"),
+                                        ("local_dim=34", "must be even"),
                                         ("chunk_len=64", "FIELD one of")])
 def test_neat_train_set_rejects_a_bad_size_before_building_data(pair, says, tmp_path):
     from click.testing import CliRunner
