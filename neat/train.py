@@ -61,7 +61,11 @@ class TrainSettings:
 
 
 def model_config(s: TrainSettings) -> NeatConfig:
-    """The config `train` builds: the preset, less the mechanisms the settings turn off."""
+    """The config `train` builds: the preset with the settings' sizes, less the mechanisms they turn off. A
+    ValueError names what cannot be built (also sizes given to the plain baseline, sized by `plain_size`)."""
+    if s.arch == "plain" and s.sizes:
+        raise ValueError(f"sizes {list(s.sizes)} change NEAT's preset, not the plain baseline: size it with "
+                         "--plain-size (plain or plain_equal_flops)")
     cfg = with_sizes(preset(s.preset), s.sizes)
     return cfg.replace(memory=cfg.memory and s.memory, experts=cfg.experts if s.experts else ())
 
@@ -238,6 +242,7 @@ def train(s: TrainSettings, report: Report | None = None) -> tuple[NeatModel, di
     """Train a model from scratch; returns it with a record of what was done."""
     if s.threads:
         torch.set_num_threads(s.threads)
+    model_config(s)  # what cannot be built fails here, before any data is
     if s.arch == "plain":
         return train_plain(s, report)
     if s.arch != "neat":

@@ -148,12 +148,14 @@ def test_neat_train_without_memory_and_experts_records_the_config(tmp_path):
                                         ("local_dim=0", "positive"), ("local_dim=33", "divisible by its number of heads"),
                                         ("local_dim=34", "must be even"),
                                         ("chunk_len=64", "FIELD one of")])
-def test_neat_train_set_rejects_a_bad_size_before_building_data(pair, says, tmp_path):
+@pytest.mark.parametrize("arch", ["neat", "plain"])
+def test_neat_train_set_rejects_a_bad_size_before_building_data(pair, says, arch, tmp_path):
     from click.testing import CliRunner
 
     from neat.cli import main
 
     out = tmp_path / "never.safetensors"
-    res = CliRunner().invoke(main, ["train", "--preset", "micro", "--set", pair, "--out", str(out)])
+    res = CliRunner().invoke(main, ["train", "--preset", "micro", "--arch", arch, "--set", pair, "--out", str(out)])
+    says = "not the plain baseline" if arch == "plain" else says  # the plain baseline takes no NEAT sizes
     assert res.exit_code == 2 and says in res.output and "Traceback" not in res.output, res.output
     assert not out.exists()
