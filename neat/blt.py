@@ -85,6 +85,14 @@ def max_pool(x: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
     return masked.amax(dim=1) * valid
 
 
+def max_pool_scatter(x: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+    """max_pool(x, P), the same values, by a scatter: no (B, T, Pm, C) tensor, whose backward was half a
+    training step. For training only (the exported graph keeps the static form, see the module docstring)."""
+    idx = P.argmax(-1)[..., None].expand_as(x)  # (B, T, C) each byte's patch slot
+    empty = x.new_zeros(x.shape[0], P.shape[-1], x.shape[-1])  # (B, Pm, C): slots no byte reaches stay 0
+    return empty.scatter_reduce(1, idx, x, reduce="amax", include_self=False)
+
+
 def ngram_hashes(ext_tokens: torch.Tensor, n: int, rows: int, length: int) -> torch.Tensor:
     """int32 rolling hash of the n tokens ending at each of the last `length` positions.
 
@@ -143,7 +151,8 @@ class LocalEncoder(nn.Module):
     def pooled(self, x: torch.Tensor, P: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """patches(x, P) with the cross-attention's keys and values of the bytes given, k, v (B, H, T, hd) as
         self.cross.kv(self.norm_kv(x)) makes them (a decode step carries them, one row per byte)."""
-        q = self.pool(torch.cat([mean_pool(x, P), max_pool(x, P)], dim=-1))  # (B, Pm, D)
+        maxed = (max_pool_scatter if self.training else max_pool)(x, P)  # (B, Pm, d)
+        q = self.pool(torch.cat([mean_pool(x, P), maxed], dim=-1))  # (B, Pm, D)
         bias = (P.transpose(1, 2) - 1.0) * -NEG  # (B, Pm, T): a patch sees only its own bytes
         return q + self.cross.attend(self.norm_q(q), k, v, bias[:, None])
 

@@ -58,6 +58,8 @@ def main(debug: bool) -> None:
 @click.option("--batch", type=int, help="Streams per step.")
 @click.option("--chunks", type=int, help="Chunks per step and stream (the truncated back-propagation window).")
 @click.option("--threads", type=int, help="torch CPU threads (default: torch's own choice).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
+              help="Peak AdamW learning rate of every stage (warm-up, then cosine decay).  [default: 0.002]")
 @click.option("--plain-size", type=click.Choice(["plain", "plain_equal_flops"]),
               help="With --arch plain: plain (NEAT's parameter count, 2.8x its FLOPs per byte) or "
                    "plain_equal_flops (NEAT's FLOPs per byte).")

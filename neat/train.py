@@ -232,7 +232,7 @@ def train_plain(s: TrainSettings, report: Report | None = None):
     tasks = (*cfg.experts, *s.extra_tasks)
     loss_fn = _stream_loss(model, StreamBatch(streams, tasks, rng, s.batch, cfg.chunk_len, experts=cfg.experts), s.chunks)
     _run_stage("plain", list(model.parameters()), steps, s, loss_fn, report)
-    info = {"arch": "plain", "plain_size": s.plain_size, "seed": s.seed, "steps": {"plain": steps}, "batch": s.batch, "chunks": s.chunks,
+    info = {"arch": "plain", "plain_size": s.plain_size, "seed": s.seed, "steps": {"plain": steps}, "batch": s.batch, "chunks": s.chunks, "lr": s.lr,
             "stream_chunks": STREAM_CHUNKS, "extra_tasks": list(s.extra_tasks),
             "train_seconds": round(time.perf_counter() - t_start, 1)}
     return model.eval(), info
@@ -286,7 +286,7 @@ def train(s: TrainSettings, report: Report | None = None) -> tuple[NeatModel, di
         "preset": s.preset, "seed": s.seed, "entropy_threshold": theta, "memory": cfg.memory, "experts": list(experts),
         "sizes": list(s.sizes),
         "steps": {"entropy": s.entropy_steps, "base": s.base_steps, "experts": expert_steps},
-        "batch": s.batch, "chunks": s.chunks, "stream_chunks": STREAM_CHUNKS, "extra_tasks": list(s.extra_tasks),
+        "batch": s.batch, "chunks": s.chunks, "lr": s.lr, "stream_chunks": STREAM_CHUNKS, "extra_tasks": list(s.extra_tasks),
         "train_seconds": round(time.perf_counter() - t_start, 1),
     }
     return model, info

@@ -1,7 +1,7 @@
 """BLT pieces against plain Python loops."""
 import torch
 
-from neat.blt import entropy, max_pool, mean_pool, ngram_hashes, patch_assignment, patch_starts
+from neat.blt import entropy, max_pool, max_pool_scatter, mean_pool, ngram_hashes, patch_assignment, patch_starts
 from neat.config import BOI_ID, EOI_ID, FIRST_CODE_ID
 
 
@@ -60,6 +60,28 @@ def test_pooling_matches_a_loop():
                 assert torch.allclose(mx[i, p], stack.max(0).values, atol=1e-6)
             else:
                 assert torch.all(mean[i, p] == 0) and torch.all(mx[i, p] == 0)
+
+
+def test_training_max_pool_equals_the_static_one_in_values_and_gradients():
+    """The scatter form training uses (no (B, T, Pm, C) tensor) is the exported static form, with the same
+    gradients, including a clamped last slot and empty slots."""
+    g = torch.Generator().manual_seed(4)
+    B, T, C = 3, 40, 6
+    for p_max in (6, 40):  # 6: the last slot absorbs the overflow; 40: many slots stay empty
+        b = (torch.rand(B, T, generator=g) < 0.25).float()
+        b[:, 0] = 1
+        P, _ = patch_assignment(b, p_max)
+        x = torch.randn(B, T, C, generator=g) * 5
+        up = torch.randn(B, p_max, C, generator=g)  # a gradient from above
+        grads = []
+        for pool in (max_pool, max_pool_scatter):
+            xi = x.clone().requires_grad_(True)
+            out = pool(xi, P)
+            (out * up).sum().backward()
+            grads.append((out.detach(), xi.grad))
+        assert torch.equal(grads[0][0], grads[1][0])
+        assert torch.allclose(grads[0][1], grads[1][1])
+        assert int((grads[1][1] != 0).sum()) > 0
 
 
 def plain_hash(seq, n, rows, base=257):
