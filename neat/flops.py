@@ -33,9 +33,14 @@ def flops_per_byte(model) -> float:
 
 
 def cost(model) -> dict:
-    """A row's cost: forward FLOPs per byte and, where its checkpoint recorded it, training wall time."""
+    """A row's cost: forward FLOPs per byte and, where its checkpoint recorded them, training wall time and the
+    optimizer steps that trained the model (NEAT: its base stage and expert stage; the frozen entropy model's
+    own stage is in the wall time, not in the steps)."""
     out = {"flops_per_byte": flops_per_byte(model)}
-    seconds = getattr(model, "train_info", {}).get("train_seconds")
-    if seconds is not None:
-        out["train_seconds"] = seconds
+    info = getattr(model, "train_info", {})
+    if info.get("train_seconds") is not None:
+        out["train_seconds"] = info["train_seconds"]
+    steps = info.get("steps")
+    if isinstance(steps, dict):
+        out["train_steps"] = sum(int(n) for stage, n in steps.items() if stage != "entropy")
     return out

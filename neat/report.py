@@ -18,7 +18,7 @@ CONDITION_LABELS = {
 }
 BASELINE_LABELS = {"unigram": "unigram (training text)", "ngram": "6-gram count model (training text)",
                    "plain": "plain byte transformer (same size, budget)",
-                   "plain_equal_flops": "plain byte transformer (NEAT's FLOPs per byte, same steps)"}
+                   "plain_equal_flops": "plain byte transformer (NEAT's FLOPs per byte)"}
 
 
 def _cell(value: float | None, ref: float | None = None) -> str:
@@ -33,21 +33,23 @@ def eval_tables(r: dict) -> list[Table]:
     bits = Table(title=f"NEAT {r['model']}: held-out streams of {r['stream_bytes']} bytes, "
                        f"{r['streams_per_task']} per task (bits per byte; grid: per token; vs carried)")
     tasks = [t for t in ("prose", "code", "grid", "recall", "recall_values") if t in carried]
-    for col in ("configuration", *tasks, "text mean", "MFLOP/byte"):
+    for col in ("configuration", *tasks, "text mean", "MFLOP/byte", "trained"):
         bits.add_column(col.replace("_", " "), justify="left" if col == "configuration" else "right")
     text = lambda by: (by["prose"] + by["code"]) / 2  # noqa: E731
     mflop = lambda by: f"{by['flops_per_byte'] / 1e6:.2f}" if "flops_per_byte" in by else ""  # noqa: E731
+    trained = lambda by: " / ".join(x for x in (f"{by['train_steps']:,} steps" if "train_steps" in by else "",  # noqa: E731
+                                                f"{by['train_seconds']:,.0f} s" if "train_seconds" in by else "") if x)
     for name, by in r["conditions"].items():
         label = CONDITION_LABELS.get(name, "  expert forced: " + name.removeprefix("expert_"))
         ref = None if name == "carried" else carried
         bits.add_row(label, *(_cell(by[t], ref and ref[t]) for t in tasks),
-                     _cell(text(by), ref and text(ref)), mflop(r) if name == "carried" else "")
+                     _cell(text(by), ref and text(ref)), *((mflop(r), trained(r)) if name == "carried" else ("", "")))
     for name, why in r.get("skipped_conditions", {}).items():  # a mechanism the model was configured without
         bits.add_row(CONDITION_LABELS.get(name, "  expert forced: " + name.removeprefix("expert_")),
-                     *(why if i == 0 else "" for i in range(len(tasks))), "", "")
+                     *(why if i == 0 else "" for i in range(len(tasks))), "", "", "")
     for name, by in r["baselines"].items():
         bits.add_row(BASELINE_LABELS.get(name, name), *(_cell(by.get(t), by.get(t) and carried[t]) for t in tasks),
-                     _cell(by["text"], text(carried)), mflop(by))
+                     _cell(by["text"], text(carried)), mflop(by), trained(by))
 
     other = Table(title="images, dispatch, patching, bounds")
     for col in ("figure", "NEAT", "baseline", "baseline is"):
