@@ -22,7 +22,8 @@ def test_round_trip(tmp_path, random_model):
 
 
 def test_shipped_checkpoint_is_small_and_loads(shipped_model):
-    assert SHIPPED.stat().st_size < 10 * 2**20
+    # 4.91 M fp32 parameters, 3.67 M of them the hash n-gram tables (issue 30: parameters that cost no FLOPs)
+    assert SHIPPED.stat().st_size < 24 * 2**20
     cfg = shipped_model.cfg  # shipped without the Titans memory and the experts (issue 30: neither earned its cost)
     assert cfg.name == "tiny" and not cfg.memory and cfg.experts == () and not cfg.svf_factored
     assert not any(n.startswith("mem_") or n == "dispatch" for n in shipped_model.state_names)
