@@ -8,15 +8,17 @@ def text_mean(by_task: dict[str, float]) -> float:
     return float((by_task["prose"] + by_task["code"]) / 2)
 
 
+def trained(row: dict, sep: str = ", ") -> str:
+    """A row's recorded training, "3,300 steps, 1,039 s" ("" where its checkpoint recorded neither)."""
+    parts = [f"{row['train_steps']:,} steps" if "train_steps" in row else "",
+             f"{row['train_seconds']:,.0f} s" if "train_seconds" in row else ""]
+    return sep.join(p for p in parts if p)
+
+
 def training(row: dict, neat: dict) -> str:
     """How a baseline row was trained, against NEAT's: ", 3,300 steps, 1,039 s of training (NEAT: 3,300 steps,
     860 s)", "" where its checkpoint recorded neither."""
-    def said(r):
-        parts = [f"{r['train_steps']:,} steps" if "train_steps" in r else "",
-                 f"{r['train_seconds']:,.0f} s" if "train_seconds" in r else ""]
-        return ", ".join(p for p in parts if p)
-
-    mine, theirs = said(row), said(neat)
+    mine, theirs = trained(row), trained(neat)
     if not mine:
         return ""
     return f", {mine} of training" + (f" (NEAT: {theirs})" if theirs else "")

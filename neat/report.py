@@ -8,6 +8,8 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from neat.eval_bars import trained as train_record
+
 VERDICT_COLOURS = {"passed": "green", "failed": "red", "error": "red"}
 CONDITION_LABELS = {
     "carried": "NEAT, state carried",
@@ -37,8 +39,7 @@ def eval_tables(r: dict) -> list[Table]:
         bits.add_column(col.replace("_", " "), justify="left" if col == "configuration" else "right")
     text = lambda by: (by["prose"] + by["code"]) / 2  # noqa: E731
     mflop = lambda by: f"{by['flops_per_byte'] / 1e6:.2f}" if "flops_per_byte" in by else ""  # noqa: E731
-    trained = lambda by: " / ".join(x for x in (f"{by['train_steps']:,} steps" if "train_steps" in by else "",  # noqa: E731
-                                                f"{by['train_seconds']:,.0f} s" if "train_seconds" in by else "") if x)
+    trained = lambda by: train_record(by, sep=" / ")  # noqa: E731
     for name, by in r["conditions"].items():
         label = CONDITION_LABELS.get(name, "  expert forced: " + name.removeprefix("expert_"))
         ref = None if name == "carried" else carried

@@ -218,6 +218,13 @@ def calibrate_threshold(model: NeatModel, streams, rng, n: int = 64) -> float:
     return float(torch.quantile(H[:, :-1].flatten(), 1.0 - 1.0 / TARGET_PATCH_BYTES))
 
 
+def _recipe(s: TrainSettings, t_start: float) -> dict:
+    """What every checkpoint records of its training, NEAT's or the plain baseline's."""
+    return {"seed": s.seed, "batch": s.batch, "chunks": s.chunks, "lr": s.lr, "optimizer": OPTIMIZER,
+            "stream_chunks": STREAM_CHUNKS, "extra_tasks": list(s.extra_tasks),
+            "train_seconds": round(time.perf_counter() - t_start, 1)}
+
+
 def train_plain(s: TrainSettings, report: Report | None = None):
     """The baseline: a plain causal byte transformer on the same streams, for the same number of bytes as
     NEAT's base and expert stages together (NEAT's entropy stage, 1/16 of that, is not given to it)."""
@@ -234,9 +241,7 @@ def train_plain(s: TrainSettings, report: Report | None = None):
     tasks = (*cfg.experts, *s.extra_tasks)
     loss_fn = _stream_loss(model, StreamBatch(streams, tasks, rng, s.batch, cfg.chunk_len, experts=cfg.experts), s.chunks)
     _run_stage("plain", list(model.parameters()), steps, s, loss_fn, report)
-    info = {"arch": "plain", "plain_size": s.plain_size, "seed": s.seed, "steps": {"plain": steps}, "batch": s.batch, "chunks": s.chunks, "lr": s.lr, "optimizer": OPTIMIZER,
-            "stream_chunks": STREAM_CHUNKS, "extra_tasks": list(s.extra_tasks),
-            "train_seconds": round(time.perf_counter() - t_start, 1)}
+    info = {"arch": "plain", "plain_size": s.plain_size, "steps": {"plain": steps}, **_recipe(s, t_start)}
     return model.eval(), info
 
 
@@ -285,11 +290,9 @@ def train(s: TrainSettings, report: Report | None = None) -> tuple[NeatModel, di
         _train_experts(model, streams, rng, s, report)
     model.eval()
     info = {
-        "preset": s.preset, "seed": s.seed, "entropy_threshold": theta, "memory": cfg.memory, "experts": list(experts),
+        "preset": s.preset, "entropy_threshold": theta, "memory": cfg.memory, "experts": list(experts),
         "sizes": list(s.sizes),
-        "steps": {"entropy": s.entropy_steps, "base": s.base_steps, "experts": expert_steps},
-        "batch": s.batch, "chunks": s.chunks, "lr": s.lr, "optimizer": OPTIMIZER, "stream_chunks": STREAM_CHUNKS, "extra_tasks": list(s.extra_tasks),
-        "train_seconds": round(time.perf_counter() - t_start, 1),
+        "steps": {"entropy": s.entropy_steps, "base": s.base_steps, "experts": expert_steps}, **_recipe(s, t_start),
     }
     return model, info
 
