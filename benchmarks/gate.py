@@ -71,7 +71,8 @@ def gate(record: dict, baseline: dict, max_regression_pct: float) -> list[str]:
             was = (base.get("generation") or {}).get(path, {}).get("equal_to_reference")
             now = (row.get("generation") or {}).get(path, {}).get("equal_to_reference")
             if was and now is False:
-                problems.append(f"{row['artifact']}: 1 KB greedy generation by {path} now differs from the reference")
+                problems.append(f"{row['artifact']}: generation by {path} now differs from the reference (its ids: "
+                                "the argmax at each byte)")
     missing = sorted(set(old) - {r["artifact"] for r in record["artifacts"]})
     problems += [f"{k}: in the baseline but not measured in this run" for k in missing]
     return problems

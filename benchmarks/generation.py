@@ -56,29 +56,55 @@ def prompt_ids(n: int = PROMPT_BYTES) -> list[int]:
     return [int(b) for b in text_stream("prose", held_out=True).tokens[:n]]
 
 
+def continuation_ids(n: int, after: int = PROMPT_BYTES) -> list[int]:
+    """The n held-out prose bytes that follow `prompt_ids(after)`: the text timed generation steps through."""
+    from neat.data import text_stream
+
+    tokens = text_stream("prose", held_out=True).tokens
+    if after + n > len(tokens):
+        raise ValueError(f"{n} bytes after a {after}-byte prompt: the held-out prose has {len(tokens)}; ask for fewer")
+    return [int(b) for b in tokens[after:after + n]]
+
+
 def greedy(scores: np.ndarray) -> int:
     return int(scores.argmax())
 
 
-def timed(session, path: str, prompt: list[int], n: int) -> dict:
-    """Greedy generation of n bytes after `prompt` by one path ("step": prefill + one decode step per byte;
-    "recompute": the partial chunk per byte), after a short warm-up that also loads the decode methods:
-    {'ttfb_s': prompt to first byte, 'gaps_s': seconds between consecutive bytes, 'ids', 'cpu_s': the CPU
-    time this process (every thread of it) spent from the first byte to the last}. On a busy machine cpu_s
-    over the same wall time is the share of a core the scheduler gave it."""
+class Follow:
+    """A pick that feeds `ids` (real text) in place of the model's choice and keeps the model's argmax at each
+    position. Timing over real text is timing over its patch mix: the shipped model's greedy text falls into
+    spaces within a few bytes, and runs of spaces are mostly light decode steps (no new patch)."""
+
+    def __init__(self, ids: list[int]):
+        self.ids, self.argmax = list(ids), []
+
+    def __call__(self, scores: np.ndarray) -> int:
+        self.argmax.append(greedy(scores))
+        return self.ids[len(self.argmax) - 1]
+
+
+def timed(session, path: str, prompt: list[int], n: int, follow: list[int] | None = None) -> dict:
+    """n bytes after `prompt` by one path ("step": prefill + one decode step per byte; "recompute": the partial
+    chunk per byte), after a short warm-up that also loads the decode methods: {'ttfb_s': prompt to first
+    byte, 'gaps_s': seconds between consecutive bytes, 'ids', 'cpu_s': the CPU time this process (every thread
+    of it) spent from the first byte to the last}. On a busy machine cpu_s over the same wall time is the share
+    of a core the scheduler gave it. Greedy, or with `follow` (at least n ids: `continuation_ids`) stepping
+    through that text, 'ids' then being the model's argmax at each of its positions."""
     import time
 
     from runtimes.generate import recomputed, stepped
 
     gen = {"step": stepped, "recompute": recomputed}[path]
     list(gen(session, prompt[:200], 4, greedy))
+    pick = Follow(follow) if follow is not None else greedy
     t0 = time.perf_counter()
     ids, stamps, cpu = [], [], []
-    for i in gen(session, list(prompt), n, greedy):
+    for i in gen(session, list(prompt), n, pick):
         ids.append(i)
         stamps.append(time.perf_counter())
         cpu.append(time.process_time())
-    return {"ttfb_s": stamps[0] - t0, "gaps_s": np.diff(stamps).tolist(), "ids": ids, "cpu_s": cpu[-1] - cpu[0]}
+    return {"ttfb_s": stamps[0] - t0, "gaps_s": np.diff(stamps).tolist(),
+            "ids": pick.argmax if isinstance(pick, Follow) else ids, "cpu_s": cpu[-1] - cpu[0]}
 
 
 def summary(run: dict) -> dict:

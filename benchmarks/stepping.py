@@ -4,8 +4,9 @@ measures the same figures per artifact in its workers; this adds the memory bar)
     python -m benchmarks.stepping BUNDLE [--bytes 1024] [--keys cpu-fp32 onnx-fp32 ...] [--memory-bytes 65536]
 
 For the eager reference and each artifact (default: the chosen one): time to first byte after a 1 KB held-out
-prompt, per-byte latency p50/p99 and bytes/s over `--bytes` greedy bytes, by stepping and by recomputing the
-partial chunk, each path's token ids compared with the eager reference's recompute path. Then peak RSS of a
+prompt, per-byte latency p50/p99 and bytes/s over `--bytes` bytes of the held-out text that follows it (stepped
+through: real text's patch mix), by stepping and by recomputing the partial chunk, each path's argmax ids
+compared with the eager reference's recompute path. Then peak RSS of a
 fresh process generating 1 KB and `--memory-bytes` by stepping through the chosen artifact. Torch runs one
 thread (the per-byte graphs are tiny; on a shared 2-core machine a second thread mostly waits). Prints the
 JSON record on the last line; compare only ratios from one run.
@@ -35,16 +36,17 @@ def run(bundle: str, n: int, keys: list[str], memory_bytes: int) -> dict:
     import torch
 
     import runtimes
-    from benchmarks.generation import prompt_ids, summary, timed
+    from benchmarks.generation import continuation_ids, prompt_ids, summary, timed
 
     torch.set_num_threads(1)
     chosen = runtimes.load(bundle).backend.key
     keys = keys or [chosen]
     prompt = prompt_ids()
+    follow = continuation_ids(n, len(prompt))
     rows = {}
     for key in ["eager", *[k for k in keys if k != "eager"]]:
         session = runtimes.load(bundle, backend=key)
-        rows[key] = {p: timed(session, p, prompt, n) for p in ("step", "recompute")}
+        rows[key] = {p: timed(session, p, prompt, n, follow) for p in ("step", "recompute")}
     reference = rows["eager"]["recompute"]["ids"]
     rows = {key: {p: {**summary(r), "equal_to_reference": r["ids"] == reference} for p, r in paths.items()}
             for key, paths in rows.items()}
@@ -63,7 +65,7 @@ def run(bundle: str, n: int, keys: list[str], memory_bytes: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundle")
-    parser.add_argument("--bytes", type=int, default=1024, help="greedy bytes generated per path (default 1024)")
+    parser.add_argument("--bytes", type=int, default=1024, help="held-out bytes stepped through per path (default 1024)")
     parser.add_argument("--keys", nargs="*", default=[], help="artifacts to measure (default: the chosen one)")
     parser.add_argument("--memory-bytes", type=int, default=65536, help="the long run of the memory bar")
     args = parser.parse_args(argv)

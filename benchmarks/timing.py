@@ -66,16 +66,18 @@ class Workers:
                 out[key] += self._reply(key)
         return out
 
-    def generation(self, prompt: list[int], n: int, paths: tuple[str, ...] | None = None) -> dict[str, dict]:
-        """Greedy generation of n bytes after `prompt` by each path (benchmarks.generation.PATHS) in every
-        worker, taking turns: {key: {path: timed run, or {'skipped': why}}}, on each session's own thread
-        counts (runtimes.threads: one thread per decode step unless the key names a count)."""
+    def generation(self, prompt: list[int], n: int, paths: tuple[str, ...] | None = None,
+                   follow: list[int] | None = None) -> dict[str, dict]:
+        """n bytes after `prompt` (greedy, or stepping through `follow`: benchmarks.generation.timed) by each
+        path (benchmarks.generation.PATHS) in every worker, taking turns: {key: {path: timed run, or
+        {'skipped': why}}}, on each session's own thread counts (runtimes.threads: one thread per decode step
+        unless the key names a count)."""
         from benchmarks.generation import PATHS
 
         out: dict[str, dict] = {key: {} for key in self.procs}
         for path in paths or PATHS:
             for key, proc in self.procs.items():
-                proc.stdin.write(json.dumps({"generate": n, "path": path, "prompt": prompt}) + "\n")
+                proc.stdin.write(json.dumps({"generate": n, "path": path, "prompt": prompt, "follow": follow}) + "\n")
                 out[key][path] = self._reply(key)
         return out
 
@@ -99,7 +101,7 @@ class Workers:
 
 
 def _generate(session, job: dict) -> dict:
-    """One generation job: {'generate': n, 'path', 'prompt'} -> benchmarks.generation.timed's run (the session
+    """One generation job: {'generate': n, 'path', 'prompt', 'follow'} -> benchmarks.generation.timed's run (the session
     sets its own thread counts per call: runtimes.threads)."""
     from benchmarks import compiled
     from benchmarks.generation import timed
@@ -107,8 +109,8 @@ def _generate(session, job: dict) -> dict:
     if job["path"] == "step" and session.decoding != "step":
         return {"skipped": f"{session.backend.key} carries no decode methods (it recomputes)"}
     if session.backend.key == compiled.LABEL:  # its steady state: a first, untimed run compiles every entry
-        timed(session, job["path"], job["prompt"], job["generate"])  # point and prompt shape the run meets
-    return timed(session, job["path"], job["prompt"], job["generate"])
+        timed(session, job["path"], job["prompt"], job["generate"], job.get("follow"))  # point and prompt shape
+    return timed(session, job["path"], job["prompt"], job["generate"], job.get("follow"))  # the run meets
 
 
 def _serve(bundle: str, key: str) -> None:

@@ -66,7 +66,7 @@ def test_record_covers_every_runnable_artifact(record):
 
 
 def test_generation_is_measured_by_both_paths_for_every_artifact(record):
-    assert record["generation"] == {"prompt_bytes": 1024, "bytes": 48, "threads": 1}
+    assert record["generation"] == {"prompt_bytes": 1024, "bytes": 48, "threads": 1, "text": "held-out"}
     work = record["work_per_generated_byte"]
     assert work["steps"] == 48 and work["full_steps"] + work["light_steps"] == 48 and work["full_steps"] > 0
     assert work["flops"] > 1e5 and work["bytes"]["fp32"] > 1e5
@@ -170,7 +170,7 @@ def test_gate_passes_the_baseline_itself_and_catches_planted_regressions(record)
     worse["artifacts"][1]["generation_equal"] = False
     assert len(gate(worse, record, 10)) == 2
     worse["artifacts"][1]["generation"]["step"]["equal_to_reference"] = False
-    assert len(gate(worse, record, 10)) == 3 and "1 KB greedy generation by step" in gate(worse, record, 10)[-1]
+    assert len(gate(worse, record, 10)) == 3 and "generation by step now differs" in gate(worse, record, 10)[-1]
     vaguer = copy.deepcopy(record)
     vaguer["artifacts"][1]["bits_per_byte"] *= 1.05
     assert len(gate(vaguer, record, 10)) == 1 and "bits per byte" in gate(vaguer, record, 10)[0]

@@ -37,3 +37,19 @@ def test_fp16_artifacts_are_compared_and_where_they_differ_is_reported(neat_fp16
     assert {"eager", "onnx-fp16"} <= set(rows) and not rows["onnx-fp16"]["error"]
     fp16 = rows["onnx-fp16"]["first_difference"]
     assert fp16 is None or 0 <= fp16 < 24  # reported, not hidden
+
+
+def test_timed_generation_steps_through_the_held_out_text_and_keeps_the_argmax():
+    import numpy as np
+
+    from benchmarks.generation import PROMPT_BYTES, Follow, continuation_ids, prompt_ids
+    from neat.data import text_stream
+
+    prose = text_stream("prose", held_out=True).tokens
+    assert continuation_ids(5) == [int(b) for b in prose[PROMPT_BYTES:PROMPT_BYTES + 5]]
+    assert prompt_ids(8) + continuation_ids(3, 8) == [int(b) for b in prose[:11]]
+    pick = Follow([10, 20, 30])
+    scores = [np.eye(256, dtype=np.float32)[i] for i in (7, 8, 9)]
+    assert [pick(s) for s in scores] == [10, 20, 30] and pick.argmax == [7, 8, 9]  # fed the text, kept the argmax
+    with pytest.raises(ValueError, match="ask for fewer"):
+        continuation_ids(len(prose))

@@ -43,7 +43,7 @@ def test_the_study_reports_idle_and_loaded_for_each_setting(neat_bundle, tmp_pat
     record["chosen"] = "onnx-fp32"
     judged = bars(record)
     assert [b["bar"] for b in judged][:2] == ["loaded generation >= 0.5x idle", "loaded chunk p99 <= 3.0x idle p99"]
-    assert judged[-1]["met"]  # the same greedy bytes on every setting, idle and loaded
+    assert judged[-1]["met"]  # the same argmax ids on every setting, idle and loaded
     assert judged[0]["detail"].startswith("its share of a core ")
     text = markdown({**record, "bars": judged})
     assert "| onnx-fp32 | policy (" in text and "idle / loaded" in text
