@@ -113,11 +113,14 @@ def test_verify_explains_what_explain_names_and_every_failure():
 def test_train_help_gives_the_command_that_trained_the_shipped_checkpoint():
     """`neat train --help` (and the README) name the shipped recipe; the checkpoint records what it was trained with."""
     from neat.checkpoint import checkpoint_info
+    from neat.train import TrainSettings
 
     info = checkpoint_info()
     command = " ".join(run("train", "--help").output.split())  # the help's lines, joined
     recipe = [f"--base-steps {info['steps']['base']}", f"--lr {info['lr']:g}",
               *(f"--set {size}" for size in info["sizes"])]
+    if info["steps"]["entropy"] != TrainSettings.entropy_steps:
+        recipe.append(f"--entropy-steps {info['steps']['entropy']}")
     recipe += ["--no-memory"] * (not info["memory"]) + ["--no-experts"] * (not info["experts"])
     for part in recipe:
         assert part in command, part
