@@ -3,12 +3,14 @@
     python -m benchmarks.export_times [--targets all] [--precision fp32] [--out FILE]
 
 Each target is built into one fresh bundle (the capture is shared, as `neat export all` does); the
-figures are the build seconds and sizes the exporters record, plus verification time and verdict.
+figures are the build seconds (decode methods included) and sizes the exporters record, plus the seconds of
+every verification (the forward's, each method's and the decode stream's) and the verdict.
 Prints a line per target and the full record as JSON on the last line.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -16,32 +18,45 @@ from pathlib import Path
 from benchmarks.machine import describe, emit
 
 
+class Steps:
+    """The seconds of each step `export_bundle` reports (`steps`), and per artifact key the seconds of every
+    check after its build (`checks`): the forward's, each method's, the decode stream's, whose steps follow
+    the artifact's own build step and carry no key of their own."""
+
+    def __init__(self):
+        self.steps: dict[str, float] = {}
+        self.checks: dict[str, float] = {}
+        self.current = ""
+
+    @contextlib.contextmanager
+    def timer(self, label: str):
+        if label.endswith(": build") and not label.startswith(" "):
+            self.current = label.removesuffix(": build")
+        t0 = time.perf_counter()
+        yield
+        self.done(label, time.perf_counter() - t0)
+
+    def done(self, label: str, seconds: float) -> None:
+        self.steps[label] = round(seconds, 2)
+        if "verify" in label or label.lstrip().startswith("decode"):
+            self.checks[self.current] = round(self.checks.get(self.current, 0.0) + seconds, 2)
+
+
 def measure(targets: list[str], precision: str, options: dict | None = None) -> dict:
     from exporters.build import export_bundle
     from neat.export_spec import neat_spec
 
     spec = neat_spec()
-    steps: dict[str, float] = {}
-
-    class Timer:
-        def __init__(self, label):
-            self.label = label
-
-        def __enter__(self):
-            self.t0 = time.perf_counter()
-
-        def __exit__(self, *exc):
-            steps[self.label] = round(time.perf_counter() - self.t0, 2)
-
+    timed = Steps()
     with tempfile.TemporaryDirectory() as tmp:
-        outcomes = export_bundle(spec, targets, Path(tmp) / "bundle", precision, options or {}, step=Timer)
+        outcomes = export_bundle(spec, targets, Path(tmp) / "bundle", precision, options or {}, step=timed.timer)
     rows = [{
         "target": o.target, "precision": o.precision, "verdict": o.verdict, "build_seconds": o.build_seconds,
-        "verify_seconds": steps.get(f"{o.key}: verify against the reference"), "size_bytes": o.size,
+        "verify_seconds": timed.checks.get(o.key), "size_bytes": o.size,
     } for o in outcomes]
-    capture = next((v for k, v in steps.items() if k.startswith("capture")), None)
+    capture = next((v for k, v in timed.steps.items() if k.startswith("capture")), None)
     return {"benchmark": "export_times", "model": spec.name, "precision": precision,
-            "capture_seconds": capture, "targets": rows, "machine": describe()}
+            "capture_seconds": capture, "targets": rows, "steps": timed.steps, "machine": describe()}
 
 
 def main(argv: list[str] | None = None) -> dict:
