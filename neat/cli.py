@@ -82,8 +82,8 @@ def train(out: Path, preset: str, arch: str, seed: int, **overrides) -> None:
     mechanism) and the shipped plain baseline; the shipped NEAT checkpoint is
 
     \b
-      neat train --no-memory --no-experts --base-steps 3300 --lr 0.008 --set local_dim=112 \\
-                 --set local_window=64 --set hash_rows=16381
+      neat train --no-memory --no-experts --entropy-steps 300 --base-steps 3300 --lr 0.008 \\
+                 --set local_dim=112 --set local_window=64 --set hash_rows=16381
 
     (README, Training: what each took)."""
     from neat.progress import rich_reporter
