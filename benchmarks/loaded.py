@@ -159,7 +159,8 @@ def markdown(record: dict) -> str:
     lines = [f"Load profile `{record['profile']}` ({', '.join(record['jobs'])}); load average "
              f"{_num(record['load_average']['before'])} before, {_num(record['load_average']['during'])} during; "
              f"{record['usable_cores']} usable cores; picked: `{record['chosen']}`; generation: "
-             f"{record['generate_bytes']} held-out bytes stepped through after a {record['prompt_bytes']}-byte prompt.", "",
+             f"{record['generate_bytes']} held-out bytes stepped through after a "
+             f"{record['prompt_bytes']}-byte prompt.", "",
              "| artifact | threads | chunk p50 idle / loaded ms | chunk p99 idle / loaded ms | generation idle / loaded "
              "bytes/s | loaded / idle generation | share of a core idle / loaded | bytes per CPU-s, loaded / idle |",
              "|---|---|---|---|---|---|---|---|"]
