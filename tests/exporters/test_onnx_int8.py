@@ -17,6 +17,7 @@ def int8_bundle(tmp_path_factory):
 
 
 def test_every_method_is_quantized_and_verified_with_the_int8_tolerance(int8_bundle):
+    import numpy as np
     import onnx
 
     from exporters.verify import TOLERANCES
@@ -29,8 +30,12 @@ def test_every_method_is_quantized_and_verified_with_the_int8_tolerance(int8_bun
     assert {m: p.verdict for m, p in art.methods.items()} == {"enter": "passed", "step": "passed"}
     assert art.decode.verdict == "passed"
     for part in ("", "step/"):  # the chunk forward and the step method carry the Linear layers
-        ops = {n.op_type for n in onnx.load(str(int8_bundle.bundle / "onnx-int8" / part / "model.onnx")).graph.node}
+        graph = onnx.load(str(int8_bundle.bundle / "onnx-int8" / part / "model.onnx")).graph
+        ops = {n.op_type for n in graph.node}
         assert "DynamicQuantizeLinear" in ops and ops & {"MatMulInteger", "ConvInteger"}, (part, ops)
+        sizes = {i.name: int(np.prod(i.dims)) for i in graph.initializer}
+        weight_zero_points = [n.input[3] for n in graph.node if n.op_type == "MatMulInteger" and len(n.input) > 3]
+        assert weight_zero_points and all(sizes.get(z, 1) > 1 for z in weight_zero_points)  # one per output channel
 
 
 def test_the_int8_artifact_decodes_by_steps_through_runtimes_load(int8_bundle):
