@@ -37,7 +37,8 @@ class Steps:
         self.done(label, time.perf_counter() - t0)
 
     def done(self, label: str, seconds: float) -> None:
-        self.steps[label] = round(seconds, 2)
+        key = f"{self.current}:{label}" if label.startswith(" ") else label  # a method's step, per artifact
+        self.steps[key] = round(seconds, 2)
         if "verify" in label or label.lstrip().startswith("decode"):
             self.checks[self.current] = round(self.checks.get(self.current, 0.0) + seconds, 2)
 

@@ -16,4 +16,5 @@ def test_checks_after_an_artifacts_build_are_its_own():
     s.done("onnx-fp32: verify against the reference", 1.0)
     s.done("  method step: verify", 0.25)
     assert s.checks == {"exported-fp32": 5.5, "onnx-fp32": 1.25}  # builds not counted; each key its own checks
-    assert set(s.steps) >= {"capture tiny with torch.export", "  method step: build"}
+    assert set(s.steps) >= {"capture tiny with torch.export", "exported-fp32:  method step: build",
+                            "exported-fp32:  method step: verify", "onnx-fp32:  method step: verify"}
