@@ -11,6 +11,8 @@ import click
 
 from neat.deploy import DEFAULT_BUNDLE, RUN_SAMPLING
 
+MAX_GENERATE_BYTES = 256 * 1024  # neat bench steps through held-out prose after its 1 KB prompt (305 KB of it)
+
 TRUST_UNSIGNED = click.option("--trust-unsigned", is_flag=True, help="Also load the code-bearing artifacts (cpu, "
                               "cuda, tensorrt) of a bundle not signed by a trusted key (see `neat sign`).")
 
@@ -175,11 +177,11 @@ def run_command(bundle, prompt, prompt_file, max_bytes, backend, temperature, to
 @click.option("--no-torch-compile", is_flag=True,
               help="Leave out torch.compile: its steady-state row (the reference compiled, timed like the "
                    "artifacts) and its first call (70 s quiet, 115 s busy, on 2 cores).")
-@click.option("--generate-bytes", default=1024, show_default=True, type=click.IntRange(0),
+@click.option("--generate-bytes", default=1024, show_default=True, type=click.IntRange(0, MAX_GENERATE_BYTES),
               help="Bytes each artifact generates after a 1 KB held-out prompt, once by decode steps and once by "
                    "recomputing the partial chunk, stepping through the held-out text that follows the prompt (real "
-                   "text's mix of patch starts; the ids compared are the argmax at each byte). 0: skip the generation "
-                   "figures; they add about 2 minutes on 2 busy cores.")
+                   "text's mix of patch starts; the ids compared are the argmax at each byte), at most 256 KB. 0: "
+                   "skip the generation figures; they add about 2 minutes on 2 busy cores.")
 @click.option("--record", "record_in", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Measure nothing: show, write and gate this stored --json record instead (e.g. a CI run's, "
                    "against a new --baseline). Takes no BUNDLE.")

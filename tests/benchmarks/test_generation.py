@@ -53,3 +53,6 @@ def test_timed_generation_steps_through_the_held_out_text_and_keeps_the_argmax()
     assert [pick(s) for s in scores] == [10, 20, 30] and pick.argmax == [7, 8, 9]  # fed the text, kept the argmax
     with pytest.raises(ValueError, match="ask for fewer"):
         continuation_ids(len(prose))
+    from neat.cli_run import MAX_GENERATE_BYTES
+
+    assert len(continuation_ids(MAX_GENERATE_BYTES)) == MAX_GENERATE_BYTES  # what neat bench allows is there
