@@ -15,6 +15,9 @@ FORMAT = "neat-checkpoint"
 FORMAT_VERSION = "1"
 SHIPPED = Path(__file__).parent / "weights" / "tiny.safetensors"
 SHIPPED_PLAIN = Path(__file__).parent / "weights" / "plain.safetensors"  # the same-budget baseline
+# the plain transformer at the shipped NEAT's FLOPs per byte, trained beside it for its wall time (issue 30)
+SHIPPED_PLAIN_EQUAL_FLOPS = Path(__file__).parent / "weights" / "plain_equal_flops.safetensors"
+SHIPPED_PLAINS = (SHIPPED_PLAIN, SHIPPED_PLAIN_EQUAL_FLOPS)  # `neat eval`'s baselines unless given others
 
 
 def save_checkpoint(model: NeatModel, path: str | Path, info: dict | None = None) -> Path:

@@ -104,8 +104,9 @@ def train(out: Path, preset: str, arch: str, seed: int, **overrides) -> None:
 @main.command("eval")
 @click.argument("checkpoint", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--plain", type=click.Path(dir_okay=False, path_type=Path), multiple=True,
-              help="Checkpoint of a plain-transformer baseline, repeatable, one row each (default: the shipped one; "
-                   "see `neat train --arch plain`).")
+              help="Checkpoint of a plain-transformer baseline, repeatable, one row each (default: the two shipped: "
+                   "NEAT v2's parameter count, and NEAT's FLOPs per byte trained for its wall time; see `neat train "
+                   "--arch plain`).")
 @click.option("--chunks", default=64, show_default=True, type=click.IntRange(2),
               help="Chunks (of 128 bytes) per held-out stream; the state is carried across them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
@@ -116,15 +117,16 @@ def eval_command(checkpoint: Path | None, plain: tuple[Path, ...], chunks: int, 
 
     Bits per byte with the state carried, and with each mechanism taken away (state reset every chunk,
     memory off, memory reset, Transformer² off, each expert forced); image-token accuracy with the map in
-    the same and in the previous chunk; beside a unigram, a 6-gram count model and a plain transformer of
-    the same size and training budget, all computed in this run; then the bars each figure must meet."""
-    from neat.checkpoint import SHIPPED_PLAIN, load_checkpoint
+    the same and in the previous chunk; beside a unigram, a 6-gram count model and the plain transformers
+    (NEAT v2's parameter count; NEAT's FLOPs per byte, trained for its wall time), all computed in this run;
+    then the bars each figure must meet."""
+    from neat.checkpoint import SHIPPED_PLAINS, load_checkpoint
     from neat.evaluate import evaluate
 
     from neat.progress import timed_step
     from neat.report import eval_tables, show
 
-    plain = plain or ((SHIPPED_PLAIN,) if SHIPPED_PLAIN.is_file() else ())
+    plain = plain or tuple(p for p in SHIPPED_PLAINS if p.is_file())
     with timed_step(f"evaluate on held-out streams of {chunks} chunks") as progress:
         report = evaluate(load_checkpoint(checkpoint), [load_checkpoint(p) for p in plain], chunks,
                           progress=progress.doing)

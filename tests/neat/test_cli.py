@@ -55,6 +55,11 @@ def test_eval_json_prints_the_figures(tmp_path):
     plain = report["baselines"]["plain"]
     assert 2.6 < plain["flops_per_byte"] / report["flops_per_byte"] < 3.0 and plain["train_seconds"] > 0
     assert report["baselines"]["ngram"]["flops_per_byte"] == 0.0
+    # by default also the plain at NEAT's FLOPs per byte, trained beside NEAT for at least its wall time
+    equal = report["baselines"]["plain_equal_flops"]
+    assert abs(equal["flops_per_byte"] / report["flops_per_byte"] - 1) < 0.01
+    assert equal["train_seconds"] >= report["train_seconds"] and equal["train_steps"] >= report["train_steps"]
+    assert any("at equal FLOPs per byte (plain_equal_flops," in b["bar"] for b in report["bars"])
     carried = report["conditions"]["carried"]  # 3 chunks are too short to reach a query (1 KB after its definition)
     assert carried["recall"] > 0 and carried["recall_values"] is None
     (recall_bar,) = [b for b in report["bars"] if b["bar"].startswith("long-range recall")]
