@@ -7,6 +7,7 @@ from typing import Callable
 import numpy as np
 
 from runtimes.bundle import read_manifest
+from runtimes.generate import Follow  # the pick that steps through real text (also the measured pick's)
 from runtimes.profile import detect
 from runtimes.select import EAGER, rank
 
@@ -68,19 +69,6 @@ def continuation_ids(n: int, after: int = PROMPT_BYTES) -> list[int]:
 
 def greedy(scores: np.ndarray) -> int:
     return int(scores.argmax())
-
-
-class Follow:
-    """A pick that feeds `ids` (real text) in place of the model's choice and keeps the model's argmax at each
-    position. Timing over real text is timing over its patch mix: the shipped model's greedy text falls into
-    spaces within a few bytes, and runs of spaces are mostly light decode steps (no new patch)."""
-
-    def __init__(self, ids: list[int]):
-        self.ids, self.argmax = list(ids), []
-
-    def __call__(self, scores: np.ndarray) -> int:
-        self.argmax.append(greedy(scores))
-        return self.ids[len(self.argmax) - 1]
 
 
 def timed(session, path: str, prompt: list[int], n: int, follow: list[int] | None = None) -> dict:

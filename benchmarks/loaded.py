@@ -28,11 +28,10 @@ from runtimes.threads import plan, usable_cores
 MIN_GEN_RATIO, MAX_P99_RATIO, PICK_WITHIN = 0.5, 3.0, 0.05
 
 
-def _measure(bundle: Path, labels: list[str], runs: int, prompt: list[int], n: int) -> dict[str, dict]:
+def _measure(bundle: Path, labels: list[str], runs: int, prompt: list[int], follow: list[int]) -> dict[str, dict]:
     with Workers(bundle, labels) as workers:
         chunk = workers.latencies(1, runs, warmup=3)
-        follow = continuation_ids(n, len(prompt))
-        gen = workers.generation(prompt, n, paths=("step",), follow=follow) if n else {}
+        gen = workers.generation(prompt, len(follow), paths=("step",), follow=follow) if follow else {}
     out = {}
     for label in labels:
         ms = np.asarray(chunk[label]) * 1e3
@@ -70,12 +69,13 @@ def study(bundle: Path, profile: str, runs: int = 30, generate_bytes: int = 256,
     settings = settings or [None] + ([cores] if cores > 1 else [])
     labels = [k if s is None else f"{k}@{s}" for k in keys for s in settings]
     prompt = prompt_ids()
+    follow = continuation_ids(generate_bytes, len(prompt))
     progress(f"idle: {len(labels)} artifact/thread settings")
-    idle = _measure(bundle, labels, runs, prompt, generate_bytes)
+    idle = _measure(bundle, labels, runs, prompt, follow)
     progress(f"loaded ({profile}: {PROFILES[profile]})")
     before = load_average()
     with busy(profile, bundle, cores) as names:
-        loaded = _measure(bundle, labels, runs, prompt, generate_bytes)
+        loaded = _measure(bundle, labels, runs, prompt, follow)
         during = load_average()
     rows = []
     for label in labels:

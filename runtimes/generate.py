@@ -145,6 +145,19 @@ def recomputed(session, buf: Sequence[int], n: int, pick: Callable[[np.ndarray],
             last, buf = logits[0, -1], []
 
 
+class Follow:
+    """A pick that feeds `ids` (real text) in place of the model's choice and keeps the model's argmax at each
+    position. Timing over real text is timing over its patch mix: the shipped model's greedy text falls into
+    spaces within a few bytes, and runs of spaces are mostly light decode steps (no new patch)."""
+
+    def __init__(self, ids: Sequence[int]):
+        self.ids, self.argmax = list(ids), []
+
+    def __call__(self, scores: np.ndarray) -> int:
+        self.argmax.append(int(scores.argmax()))
+        return self.ids[len(self.argmax) - 1]
+
+
 def sample(logits: np.ndarray, temperature: float, top_k: int, rng: np.random.Generator) -> int:
     """Greedy at temperature 0; otherwise softmax sampling, over the top_k logits when top_k > 0."""
     logits = logits.astype(np.float64)
